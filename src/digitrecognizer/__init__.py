@@ -1,0 +1,1 @@
+"""DigitRecognizer: handwritten digit recognition."""

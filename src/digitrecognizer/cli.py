@@ -1,0 +1,81 @@
+"""The `digitrecognizer` command: argument parsing only; each sub-command imports its library module lazily."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with the four MNIST files (default: $DIGITRECOGNIZER_DATA, else ~/.cache/digitrecognizer/mnist)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import train
+
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                 "limit_train": args.limit_train, "threads": args.threads}
+    if args.width or args.hidden:
+        overrides["model_args"] = {k: v for k, v in (("width", args.width), ("hidden", args.hidden)) if v}
+    config = train.preset_config(args.preset, **overrides)
+    try:
+        run = train.fit(config, args.out, args.data_dir, resume=args.resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: progress saved to {args.out / 'last.pt'}; continue with "
+              f"`digitrecognizer train --out {args.out} --resume`", file=sys.stderr)
+        return 130
+    print(f"done: {run.epoch} epochs in {run.train_seconds / 60:.1f} min, best validation accuracy "
+          f"{run.best_val_acc:.4%}; checkpoints in {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="digitrecognizer", description=__doc__.split(":")[0] + ": recognise handwritten digits.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model on MNIST with checkpoints and resume",
+                       description="Train on MNIST. Writes last.pt/best.pt checkpoints and metrics.jsonl to --out "
+                                   "after every epoch; Ctrl-C saves and stops; --resume continues exactly.")
+    p.add_argument("--preset", default="default", help="named recipe: default (shipped model), seed (the original "
+                   "Keras architecture), quick (a smoke run)")
+    p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder (default: runs/default)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
+    p.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    p.add_argument("--lr", type=float, help="override the preset's peak learning rate")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--width", type=int, help="override the model's channel width")
+    p.add_argument("--hidden", type=int, help="override the model's hidden units")
+    p.add_argument("--limit-train", type=int, help="train on only the first N images (quick checks)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except CliError as err:
+        print(f"digitrecognizer: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as err:
+        # Library errors carry the fix in their message (DataError, CheckpointError, ModelError ...).
+        print(f"digitrecognizer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
