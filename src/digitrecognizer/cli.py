@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
@@ -36,6 +38,42 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    card = export(args.run, args.out, args.data_dir, checkpoint=args.checkpoint, version=args.version)
+    test = card.metrics["test"]
+    print(f"exported {card.version} to {args.out}: test accuracy {test['accuracy']:.2%}, ECE {test['ece']:.2%}, "
+          f"temperature {card.temperature:.3f}, ONNX/PyTorch max difference {card.metrics['onnx_torch_max_prob_diff']:.1e}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    metrics = evaluate(args.model, args.out, args.data_dir)
+    print(f"test accuracy {metrics['accuracy']:.2%} ({metrics['errors']} errors), top-3 {metrics['top3_accuracy']:.2%}, "
+          f"macro F1 {metrics['macro_f1']:.4f}, ECE {metrics['ece']:.2%}; report: {args.out / 'report.md'}")
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from . import data
+
+    folder = data.download(args.data_dir)
+    print(f"MNIST is in {folder} (checksums verified)")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from . import data
+
+    for split in data.SPLITS:
+        s = data.load_split(args.data_dir, split)
+        print(f"{split}: {len(s)} images {s.images.shape[1]}x{s.images.shape[2]}, labels {np.bincount(s.labels).tolist()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitrecognizer", description=__doc__.split(":")[0] + ": recognise handwritten digits.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -59,6 +97,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="write ONNX + weights + model card from a training run",
+                       description="Export a run's best checkpoint: ONNX graph (checked against PyTorch), weights, and a "
+                                   "model card with temperature, not-a-digit threshold and test metrics.")
+    p.add_argument("--run", type=Path, default=Path("runs/default"), help="training run folder (default: runs/default)")
+    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in the run folder (default: best.pt)")
+    p.add_argument("--out", type=Path, default=Path("runs/default/export"), help="model folder to write")
+    p.add_argument("--version", help="version string for the card (default: name-date-hash)")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate", help="measure a model on the official test set and write a report with plots",
+                       description="Accuracy, top-3, macro precision/recall/F1, per-class figures, calibration; writes "
+                                   "report.md, metrics.json and PNG plots to --out.")
+    p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
+    p.add_argument("--out", type=Path, default=Path("reports/latest"), help="report folder (default: reports/latest)")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("data", help="download or check the MNIST files")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = data_sub.add_parser("download", help="fetch MNIST from a public mirror and verify the official sha256")
+    _add_data_dir(q)
+    q.set_defaults(func=cmd_data_download)
+    q = data_sub.add_parser("check", help="read and validate the four files")
+    _add_data_dir(q)
+    q.set_defaults(func=cmd_data_check)
     return parser
 
 

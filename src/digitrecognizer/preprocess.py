@@ -1,0 +1,347 @@
+"""Preprocessing: any image -> the MNIST-style 28x28 input (ink found, cropped, scaled, centred) and digit segmentation."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+# Formats people upload from canvases, phones and scanners. Others (TIFF, GIF, SVG, ...) are refused:
+# each extra decoder is extra attack surface for no user benefit.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
+WORK_MAX_SIDE_PX = 512  # ink finding needs no more resolution than this; the model sees 20 px
+DIGIT_BOX_PX = 20  # MNIST: the digit's longer side is scaled to 20 px ...
+CANVAS_PX = 28  # ... and placed, centred by mass, in a 28x28 field
+# MNIST strokes are about 2-3 px in a 20 px box; correct only strokes far outside that band.
+STROKE_RATIO_RANGE = (0.06, 0.19)
+STROKE_RATIO_TARGET = 0.12
+
+
+class PreprocessError(ValueError):
+    """The input cannot be turned into an image of a digit; the message says why."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_side_px: int = 4096
+    max_pixels: int = 16_000_000
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One segmented digit: its MNIST-style input and its box (left, top, right, bottom) in input pixels."""
+
+    input28: np.ndarray
+    box: tuple[int, int, int, int]
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding to a grayscale ink map
+
+
+def _check_size(width: int, height: int, limits: Limits) -> None:
+    if width < 1 or height < 1:
+        raise PreprocessError(f"the image is empty ({width}x{height} px)")
+    if max(width, height) > limits.max_side_px or width * height > limits.max_pixels:
+        raise PreprocessError(
+            f"the image is {width}x{height} px; the limit is {limits.max_side_px} px a side and "
+            f"{limits.max_pixels / 1e6:.0f} megapixels: scale it down first"
+        )
+
+
+def _open_bytes(data: bytes, limits: Limits) -> Image.Image:
+    if not data:
+        raise PreprocessError("the image is empty (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        raise PreprocessError(f"not a PNG, JPEG or WebP image ({len(data)} bytes)") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise PreprocessError(f"the image cannot be read: {err}") from None
+    # The header's declared size is checked before any pixel is decoded: this is what stops
+    # decompression bombs (a tiny file that inflates to gigabytes).
+    _check_size(*image.size, limits)
+    if getattr(image, "n_frames", 1) > 1:
+        raise PreprocessError("animated images are not supported: upload a single frame")
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise PreprocessError(f"the image is damaged or truncated: {err}") from None
+    return ImageOps.exif_transpose(image)  # phone photos: honour the camera's orientation
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        return np.asarray(image.convert("RGBA"))
+    if image.mode in ("I;16", "I", "F"):
+        return np.asarray(image, dtype=np.float32)
+    return np.asarray(image.convert("L"))
+
+
+def _array_to_luminance(array: np.ndarray) -> np.ndarray:
+    """Any numeric array (H, W), (H, W, 1|3|4) -> float32 luminance in [0, 1]; transparent areas -> alpha ink."""
+    if array.dtype == bool:
+        array = array.astype(np.float32)
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise PreprocessError(f"image arrays must be numeric, got dtype {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise PreprocessError(f"image arrays must be (H, W), (H, W, 3) or (H, W, 4); got shape {array.shape}")
+    if array.size == 0:
+        raise PreprocessError(f"the image is empty (shape {array.shape})")
+    a = array.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise PreprocessError("the image array contains NaN or infinite values")
+    if np.issubdtype(array.dtype, np.integer):
+        top = 255.0 if array.max(initial=0) <= 255 and array.min(initial=0) >= 0 else float(np.abs(a).max())
+    else:
+        top = 1.0 if a.max() <= 1.0 and a.min() >= 0.0 else 255.0 if a.max() <= 255 and a.min() >= 0 else None
+    if top is None:  # arbitrary float range: stretch it
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    else:
+        a = np.clip(a / max(top, 1e-12), 0.0, 1.0)
+    if a.ndim == 2:
+        return a
+    gray = a[:, :, :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    if a.shape[2] == 4:
+        alpha = a[:, :, 3]
+        if alpha.min() < 0.98:
+            # Strokes on a transparent canvas: the alpha channel *is* the drawing. A mostly opaque picture
+            # with a few transparent pixels is flattened on white instead.
+            if (alpha > 0.5).mean() < 0.5:
+                return 1.0 - alpha  # dark ink on light, the polarity step sorts it out
+            gray = gray * alpha + (1.0 - alpha)
+    return gray
+
+
+def load_gray(image, limits: Limits = Limits()) -> np.ndarray:
+    """Path, bytes, PIL image or numpy array -> float32 luminance (H, W) in [0, 1], at most 512 px a side."""
+    return decode(image, limits)[0]
+
+
+def decode(image, limits: Limits = Limits()) -> tuple[np.ndarray, float]:
+    """Like `load_gray`, also returning the scale from working pixels back to the input's pixels."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise PreprocessError(f"{path}: no such file")
+        image = path.read_bytes()
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        image = _open_bytes(bytes(image), limits)
+    scale = 1.0
+    if isinstance(image, Image.Image):
+        _check_size(*image.size, limits)
+        scale = max(image.size) / min(max(image.size), WORK_MAX_SIDE_PX)
+        if max(image.size) > WORK_MAX_SIDE_PX:
+            # Downscale in Pillow before converting: cheap, anti-aliased, and bounds all later work.
+            image = image.copy()
+            image.thumbnail((WORK_MAX_SIDE_PX, WORK_MAX_SIDE_PX), Image.Resampling.BOX)
+        image = _pil_to_array(image)
+    if not isinstance(image, np.ndarray):
+        raise PreprocessError(f"cannot read an image from {type(image).__name__}: give a path, bytes, a PIL image "
+                              "or a numpy array")
+    if image.ndim >= 2:
+        _check_size(image.shape[1], image.shape[0], limits)
+    gray = _array_to_luminance(image)
+    if max(gray.shape) > WORK_MAX_SIDE_PX:
+        shrink = WORK_MAX_SIDE_PX / max(gray.shape)
+        scale = 1.0 / shrink
+        size = (max(1, round(gray.shape[1] * shrink)), max(1, round(gray.shape[0] * shrink)))
+        gray = np.asarray(Image.fromarray(gray, "F").resize(size, Image.Resampling.BOX))
+    return gray, scale
+
+
+# ----------------------------------------------------------------------------------------------
+# Ink
+
+
+def ink_map(gray: np.ndarray) -> np.ndarray:
+    """Luminance -> ink in [0, 1] (1 = full stroke): polarity decided, uneven lighting removed, noise floor cut."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    # The background is what most of the border (and most of the image) is: ink is the minority.
+    background_level = 0.5 * (np.median(border) + np.median(gray))
+    ink = 1.0 - gray if background_level > 0.5 else gray.copy()
+    if ink.shape[0] >= 16 and ink.shape[1] >= 16 and np.percentile(ink, 50) > 0.02:
+        # A non-flat background (a photo of paper, shadows): estimate it with a blur far wider than a stroke
+        # of the ink-free minimum, and subtract it.
+        size = max(3, min(ink.shape) // 8)
+        background = ndimage.uniform_filter(ndimage.minimum_filter(ink, size=size), size=size)
+        ink = ink - background
+    peak = float(ink.max())
+    if peak <= 0:
+        return np.zeros_like(ink)
+    ink = np.clip(ink / peak, 0.0, 1.0)
+    floor = _otsu(ink) * 0.5 if peak > 0 else 0.0
+    # Keep anti-aliased edges (MNIST has them) but drop paper grain and sensor noise below half the Otsu cut.
+    return np.clip((ink - floor) / max(1.0 - floor, 1e-6), 0.0, 1.0) * (peak >= 0.15)
+
+
+def _otsu(values: np.ndarray) -> float:
+    hist, edges = np.histogram(values, bins=64, range=(0.0, 1.0))
+    weight = hist.astype(np.float64)
+    total = weight.sum()
+    if total == 0:
+        return 0.5
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(weight)
+    w1 = total - w0
+    m0 = np.cumsum(weight * centers) / np.maximum(w0, 1)
+    m1 = ((weight * centers).sum() - np.cumsum(weight * centers)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(centers[int(np.argmax(between))])
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice]], np.ndarray]:
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return labels, ndimage.find_objects(labels), areas
+
+
+def _keep_significant(mask: np.ndarray) -> np.ndarray:
+    """Drop specks: components smaller than 2% of the largest (dust, sensor noise, stray dots)."""
+    labels, _, areas = _components(mask)
+    if len(areas) == 0:
+        return mask
+    keep = np.flatnonzero(areas >= max(2, 0.02 * areas.max())) + 1
+    return np.isin(labels, keep)
+
+
+# ----------------------------------------------------------------------------------------------
+# MNIST-style normalisation
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width: area / half the perimeter (a stroke of length L and width w has area Lw, perimeter ~2L)."""
+    area = mask.sum()
+    edge = mask & ~ndimage.binary_erosion(mask)
+    return float(2.0 * area / max(edge.sum(), 1))
+
+
+def mnist_from_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """Crop to the ink's box, fix extreme stroke widths, scale the longer side to 20 px, centre by mass in 28x28."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows) == 0:
+        return None
+    ink = np.where(ndimage.binary_dilation(mask, iterations=1), ink, 0.0)  # only the kept strokes
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    crop_mask = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    longer = max(crop.shape)
+    ratio = _stroke_width(crop_mask) / longer
+    if longer >= 24 and not (STROKE_RATIO_RANGE[0] <= ratio <= STROKE_RATIO_RANGE[1]):
+        # A thick brush on a small digit (or a fine pen on a big one) would look nothing like MNIST after scaling.
+        steps = int(round((ratio - STROKE_RATIO_TARGET) * longer / 2))
+        if steps > 0:
+            crop = ndimage.grey_erosion(crop, size=(2 * steps + 1, 2 * steps + 1))
+        elif steps < 0:
+            crop = ndimage.grey_dilation(crop, size=(1 - 2 * steps, 1 - 2 * steps))
+    scale = DIGIT_BOX_PX / longer
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(crop.astype(np.float32), "F").resize(size, Image.Resampling.LANCZOS
+                                                                          if scale < 1 else Image.Resampling.BICUBIC))
+    small = np.clip(small, 0.0, 1.0)
+    if small.sum() <= 0:
+        return None
+    cy, cx = ndimage.center_of_mass(small)
+    top = int(round(CANVAS_PX / 2 - cy))
+    left = int(round(CANVAS_PX / 2 - cx))
+    # The box is at most 20 px, so the offset keeps it within the 28 px field except for very lopsided mass.
+    top = min(max(top, 0), CANVAS_PX - small.shape[0])
+    left = min(max(left, 0), CANVAS_PX - small.shape[1])
+    out = np.zeros((CANVAS_PX, CANVAS_PX), np.float32)
+    out[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return np.round(out * 255).astype(np.uint8)
+
+
+def to_mnist(gray: np.ndarray) -> np.ndarray | None:
+    """Luminance (from `load_gray`) -> (28, 28) uint8 MNIST-style input, or None when there is no ink."""
+    ink = ink_map(gray)
+    mask = _keep_significant(ink > 0.25)
+    # Near-blank: a dot or a few pixels of noise is not a drawing.
+    if mask.sum() < max(4, 0.0005 * mask.size):
+        return None
+    return mnist_from_ink(ink, mask)
+
+
+def to_mnist_image(image, limits: Limits = Limits()) -> np.ndarray | None:
+    """Convenience: any image straight to its 28x28 input (None when blank)."""
+    return to_mnist(load_gray(image, limits))
+
+
+# ----------------------------------------------------------------------------------------------
+# Segmentation of numbers
+
+
+def _group_columns(boxes: list[tuple[int, int, int, int]]) -> list[list[int]]:
+    """Group components that overlap horizontally: the detached bar of a 5 or the parts of a broken 4 belong
+    to the digit beneath or beside them, while separate digits sit side by side."""
+    order = sorted(range(len(boxes)), key=lambda i: boxes[i][0])
+    groups: list[list[int]] = []
+    spans: list[list[int]] = []
+    for i in order:
+        left, _, right, _ = boxes[i]
+        if groups:
+            g_left, g_right = spans[-1]
+            overlap = min(right, g_right) - max(left, g_left)
+            narrower = min(right - left, g_right - g_left)
+            if overlap > 0.4 * narrower:
+                groups[-1].append(i)
+                spans[-1] = [min(left, g_left), max(right, g_right)]
+                continue
+        groups.append([i])
+        spans.append([left, right])
+    return groups
+
+
+def _split_touching(mask: np.ndarray, left: int, right: int, top: int, bottom: int) -> list[tuple[int, int]]:
+    """Split a too-wide group at the columns of least ink: touching digits are joined by thin links."""
+    width, height = right - left, bottom - top
+    count = int(round(width / (0.8 * height))) if width > 1.15 * height else 1
+    if count <= 1:
+        return [(left, right)]
+    profile = mask[top:bottom, left:right].sum(0).astype(np.float32)
+    cuts = [0]
+    for k in range(1, count):
+        centre = k * width / count
+        lo, hi = int(centre - 0.25 * width / count), int(centre + 0.25 * width / count) + 1
+        lo, hi = max(lo, cuts[-1] + 1), min(hi, width - 1)
+        if hi <= lo:
+            continue
+        cuts.append(lo + int(np.argmin(profile[lo:hi])))
+    cuts.append(width)
+    return [(left + a, left + b) for a, b in zip(cuts[:-1], cuts[1:]) if b - a > 1]
+
+
+def segment_digits(gray: np.ndarray, scale: float = 1.0) -> list[Piece]:
+    """Find the digits of a number written side by side; left to right, each normalised like `to_mnist`.
+
+    Boxes are multiplied by `scale` (from `decode`) so they are in the caller's original pixels."""
+    ink = ink_map(gray)
+    mask = _keep_significant(ink > 0.25)
+    if mask.sum() < max(4, 0.0005 * mask.size):
+        return []
+    labels, slices, areas = _components(mask)
+    boxes = [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices]
+    pieces = []
+    for group in _group_columns(boxes):
+        left = min(boxes[i][0] for i in group)
+        right = max(boxes[i][2] for i in group)
+        top = min(boxes[i][1] for i in group)
+        bottom = max(boxes[i][3] for i in group)
+        group_mask = np.isin(labels, np.array(group) + 1)
+        for a, b in _split_touching(group_mask, left, right, top, bottom):
+            part = np.zeros_like(mask)
+            part[:, a:b] = group_mask[:, a:b]
+            input28 = mnist_from_ink(ink, part)
+            if input28 is None:
+                continue
+            rows = np.flatnonzero(part.any(1))
+            box = (a, int(rows[0]), b, int(rows[-1]) + 1)
+            pieces.append(Piece(input28, tuple(int(round(v * scale)) for v in box)))
+    return pieces

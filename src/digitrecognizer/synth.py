@@ -1,0 +1,156 @@
+"""Synthetic drawings for calibration, tests and benchmarks: MNIST digits as canvas strokes, numbers, and non-digits."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+CANVAS_STYLES = ("white_on_black", "black_on_white", "colour_on_dark", "transparent")
+# Letters and symbols that no reader would take for a digit (O, I, l, S, Z, B, G, b, g, q, ... are left out).
+NON_DIGIT_GLYPHS = "ACEFHKMNPRVWXYacefhkmnprvwx#%&@*+=?!<>~"
+
+
+def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def pen_ink(digit28: np.ndarray, side_px: int, pen: float) -> np.ndarray:
+    """Upscale an MNIST digit so its 20 px box becomes `side_px`, then re-draw its strokes with a pen of
+    relative width `pen` (-1 thin .. +1 thick): float ink in [0, 1]."""
+    size = max(8, int(round(side_px * 28 / 20)))
+    up = np.asarray(Image.fromarray(digit28).resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255
+    ink = np.clip((up - 0.35) / 0.3, 0, 1)  # crisp edges like a canvas brush
+    steps = int(round(abs(pen) * size / 28))  # up to one MNIST pixel of extra width on each side
+    if steps:
+        footprint = ndimage.generate_binary_structure(2, 1)
+        op = ndimage.grey_dilation if pen > 0 else ndimage.grey_erosion
+        ink = op(ink, footprint=ndimage.iterate_structure(footprint, steps))
+    return ink
+
+
+def compose(ink: np.ndarray, style: str, rng: np.random.Generator) -> Image.Image:
+    """Colour an ink map (1 = stroke) the way a canvas or a scan would."""
+    a = ink[..., None]
+    if style == "white_on_black":
+        return Image.fromarray(np.uint8(np.round(255 * ink)), "L")
+    if style == "black_on_white":
+        return Image.fromarray(np.uint8(np.round(255 * (1 - ink))), "L")
+    if style == "colour_on_dark":
+        ink_rgb = rng.uniform(0.45, 1.0, 3) ** 0.5 * 255
+        bg_rgb = rng.uniform(0, 60, 3)
+        return Image.fromarray(np.uint8(np.round(a * ink_rgb + (1 - a) * bg_rgb)), "RGB")
+    if style == "transparent":
+        colour = rng.uniform(0, 255, 3)
+        rgba = np.concatenate([np.broadcast_to(colour, ink.shape + (3,)), 255 * a], axis=2)
+        return Image.fromarray(np.uint8(np.round(rgba)), "RGBA")
+    raise ValueError(f"unknown style {style!r}: one of {CANVAS_STYLES}")
+
+
+def render_digit(digit28: np.ndarray, rng: np.random.Generator, style: str, canvas_px: int = 280) -> bytes:
+    """One MNIST digit drawn on a canvas at 35-85% of its size, anywhere on it, with a random pen; PNG bytes."""
+    side = int(rng.uniform(0.35, 0.85) * canvas_px)
+    ink = pen_ink(digit28, side, rng.uniform(-1, 1))
+    ink = ink[: canvas_px, : canvas_px]
+    canvas = np.zeros((canvas_px, canvas_px), np.float32)
+    top = rng.integers(0, canvas_px - ink.shape[0] + 1)
+    left = rng.integers(0, canvas_px - ink.shape[1] + 1)
+    canvas[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
+    return _encode(compose(canvas, style, rng))
+
+
+@dataclass(frozen=True)
+class RenderedNumber:
+    png: bytes
+    text: str
+
+
+def render_number(digits28: list[np.ndarray], labels: list[int], rng: np.random.Generator,
+                  style: str = "black_on_white", height_px: int = 120) -> RenderedNumber:
+    """Digits side by side with random gaps (and slight vertical jitter), as someone writes a number."""
+    side = int(height_px * rng.uniform(0.55, 0.8))
+    pen = rng.uniform(-0.6, 0.6)
+    inks = []
+    for d in digits28:
+        ink = pen_ink(d, side, pen)
+        cols = np.flatnonzero(ink.max(0) > 0.1)
+        inks.append(ink[:, cols[0] : cols[-1] + 1] if len(cols) else ink)
+    gaps = [int(rng.uniform(0.08, 0.45) * side) for _ in inks]
+    width = sum(i.shape[1] for i in inks) + sum(gaps) + side
+    canvas = np.zeros((height_px + side // 2, width), np.float32)
+    x = side // 2
+    for ink, gap in zip(inks, gaps):
+        y = int((canvas.shape[0] - ink.shape[0]) / 2 + rng.uniform(-0.06, 0.06) * side)
+        y = min(max(y, 0), canvas.shape[0] - ink.shape[0])
+        region = canvas[y : y + ink.shape[0], x : x + ink.shape[1]]
+        np.maximum(region, ink[: region.shape[0], : region.shape[1]], out=region)
+        x += ink.shape[1] + gap
+    return RenderedNumber(_encode(compose(canvas, style, rng)), "".join(str(int(v)) for v in labels))
+
+
+def render_non_digit(rng: np.random.Generator, canvas_px: int = 280, style: str = "black_on_white") -> bytes:
+    """A letter, a symbol, a scribble or a shape: things people draw that are not digits."""
+    kind = rng.choice(["glyph", "glyph", "scribble", "shape"])
+    image = Image.new("L", (canvas_px, canvas_px), 0)
+    draw = ImageDraw.Draw(image)
+    width = int(rng.uniform(0.03, 0.08) * canvas_px)
+    if kind == "glyph":
+        glyph = NON_DIGIT_GLYPHS[rng.integers(len(NON_DIGIT_GLYPHS))]
+        font = ImageFont.load_default(size=int(rng.uniform(0.4, 0.8) * canvas_px))
+        draw.text((canvas_px / 2, canvas_px / 2), glyph, fill=255, font=font, anchor="mm",
+                  stroke_width=max(1, width // 4), stroke_fill=255)
+    elif kind == "scribble":
+        points = [tuple(rng.uniform(0.15, 0.85, 2) * canvas_px) for _ in range(rng.integers(6, 14))]
+        draw.line(points, fill=255, width=width, joint="curve")
+    else:
+        c = canvas_px / 2
+        r = rng.uniform(0.2, 0.4) * canvas_px
+        shape = rng.choice(["square", "triangle", "star", "cross_hatch", "spiral"])
+        if shape == "square":
+            draw.rectangle([c - r, c - r, c + r, c + r], outline=255, width=width)
+        elif shape == "triangle":
+            draw.polygon([(c, c - r), (c - r, c + r), (c + r, c + r)], outline=255, width=width)
+        elif shape == "star":
+            angles = np.linspace(-np.pi / 2, 3.5 * np.pi, 6)[:-1]
+            pts = [(c + r * np.cos(a), c + r * np.sin(a)) for a in angles]
+            draw.line([pts[i % 5] for i in (0, 2, 4, 1, 3, 0)], fill=255, width=width)
+        elif shape == "cross_hatch":
+            for t in np.linspace(-r, r, 4):
+                draw.line([(c + t, c - r), (c + t, c + r)], fill=255, width=width)
+                draw.line([(c - r, c + t), (c + r, c + t)], fill=255, width=width)
+        else:
+            t = np.linspace(0, 5 * np.pi, 120)
+            draw.line([(c + r * s / (5 * np.pi) * np.cos(s), c + r * s / (5 * np.pi) * np.sin(s)) for s in t],
+                      fill=255, width=width)
+    ink = np.asarray(image, np.float32) / 255
+    return _encode(compose(ink, style, rng))
+
+
+def digit_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int, style: str) -> tuple[list[bytes], np.ndarray]:
+    """n MNIST digits rendered on canvases in one style (reproducible from the seed)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(images), size=min(n, len(images)), replace=False)
+    return [render_digit(images[i], rng, style) for i in idx], labels[idx]
+
+
+def non_digit_set(n: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [render_non_digit(rng, style=CANVAS_STYLES[i % len(CANVAS_STYLES)]) for i in range(n)]
+
+
+def number_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> list[RenderedNumber]:
+    """n numbers of 2-6 digits composed from MNIST digits, in rotating styles."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        count = int(rng.integers(2, 7))
+        idx = rng.choice(len(images), size=count, replace=False)
+        out.append(render_number([images[i] for i in idx], [int(labels[i]) for i in idx], rng,
+                                 CANVAS_STYLES[k % len(CANVAS_STYLES)]))
+    return out
+
