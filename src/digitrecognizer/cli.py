@@ -74,6 +74,73 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .preprocess import PreprocessError
+    from .recognizer import Recognizer
+
+    recognizer = Recognizer(args.model)
+    if args.save_input:
+        args.save_input.mkdir(parents=True, exist_ok=True)
+    rows, failures = [], 0
+    for index, path in enumerate(args.files):
+        try:
+            if args.number:
+                reading = recognizer.read_number(path)
+                row = {"file": str(path), "text": reading.text, "digits": [d.to_dict() for d in reading.digits]}
+                inputs = [d.input28 for d in reading.digits]
+            else:
+                prediction = recognizer.predict(path)
+                row = {"file": str(path), **prediction.to_dict()}
+                inputs = [] if prediction.blank else [prediction.input28]
+        except (PreprocessError, OSError) as err:
+            failures += 1
+            row = {"file": str(path), "error": str(err)}
+            inputs = []
+        rows.append(row)
+        if args.save_input:
+            from PIL import Image
+
+            for k, input28 in enumerate(inputs):
+                # Index-based names: the output folder never sees a user-controlled path component.
+                Image.fromarray(input28).save(args.save_input / f"{index:04d}_{Path(path).stem[:40]}_{k}.png")
+    if args.json:
+        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
+    else:
+        print(_prediction_table(rows, args.number))
+    for row in rows:
+        if "error" in row:
+            message = row["error"] if row["error"].startswith(row["file"]) else f"{row['file']}: {row['error']}"
+            print(f"digitrecognizer predict: {message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _prediction_table(rows: list[dict], number: bool) -> str:
+    width = max([len("file")] + [len(r["file"]) for r in rows])
+    header = f"{'file':<{width}}  {'number' if number else 'digit':>7}  confidence"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        if "error" in r:
+            answer, confidence = "error", "-"
+        elif number:
+            answer = r["text"] or "(blank)"
+            confidence = " ".join(f"{d['confidence']:.0%}" for d in r["digits"]) or "-"
+        else:
+            answer = "(blank)" if r["blank"] else str(r["digit"]) if r["is_digit"] else "not a digit"
+            confidence = f"{r['confidence']:.1%}" if not r["blank"] else "-"
+        lines.append(f"{r['file']:<{width}}  {answer:>7}  {confidence}")
+    return "\n".join(lines)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .web.app import Settings, serve
+
+    settings = Settings(model=args.model, db=args.db)
+    serve(settings, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitrecognizer", description=__doc__.split(":")[0] + ": recognise handwritten digits.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -115,6 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports/latest"), help="report folder (default: reports/latest)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="read digits from image files",
+                       description="Predict the digit in each image (PNG, JPEG, WebP). Missing or unreadable files are "
+                                   "reported and the rest still processed; the exit status is 1 if any failed.")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="image files")
+    p.add_argument("--number", action="store_true", help="read several digits side by side as a number")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--save-input", type=Path, metavar="DIR", help="write the 28x28 images the model saw to DIR")
+    p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="start the web app and REST API (http://127.0.0.1:5000)",
+                       description="Serve the drawing page at / and the API at /api (docs at /docs).")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
+    p.add_argument("--db", help="feedback database: a file path or sqlite:///... URL (default: in your data folder)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("data", help="download or check the MNIST files")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")

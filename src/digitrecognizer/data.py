@@ -166,6 +166,7 @@ def download(data_dir: str | os.PathLike | None, mirrors: tuple[str, ...] = MIRR
     """Fetch the four official files, verifying each sha256; files already present and correct are kept."""
     data_dir = resolve_data_dir(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    failures = []
     for name, official in OFFICIAL_SHA256.items():
         target = data_dir / name
         if target.is_file() and sha256_of(target) == official:
@@ -180,7 +181,9 @@ def download(data_dir: str | os.PathLike | None, mirrors: tuple[str, ...] = MIRR
             except (OSError, DataError) as err:
                 errors.append(f"{mirror}: {err}")
         else:
-            raise DataError(f"{name}: no mirror served a valid copy:\n  " + "\n  ".join(errors))
+            failures.append(f"{name}: no mirror served a valid copy:\n  " + "\n  ".join(errors))
+    if failures:
+        raise DataError("\n".join(failures))
     return data_dir
 
 

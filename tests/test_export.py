@@ -1,0 +1,94 @@
+"""Export: the ONNX graph agrees with PyTorch, the card vouches for the files, and serving needs no torch."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from digitrecognizer import card as card_module
+from digitrecognizer import export, train
+from digitrecognizer.recognizer import Recognizer
+
+
+@pytest.fixture(scope="module")
+def exported(mnist_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    config = train.preset_config("quick", limit_train=1500, epochs=1, threads=2)
+    train.fit(config, folder / "run", mnist_dir, progress=False, command="digitrecognizer train --preset quick")
+    card = export.export(folder / "run", folder / "export", mnist_dir)
+    return folder / "export", card
+
+
+def test_onnx_matches_pytorch_within_1e_5_on_1000_test_images(exported):
+    _, card = exported
+    assert card.metrics["onnx_torch_max_prob_diff"] < 1e-5
+
+
+def test_card_records_checksums_temperature_threshold_and_provenance(exported):
+    folder, card = exported
+    saved = json.loads((folder / "card.json").read_text())
+    assert saved["onnx_sha256"] == card_module.sha256_file(folder / "model.onnx")
+    assert saved["weights_sha256"] == card_module.sha256_file(folder / "model.pt")
+    assert 0.05 < saved["temperature"] < 20
+    assert 0 < saved["not_digit"]["min_confidence"] < 1
+    assert saved["training"]["command"] == "digitrecognizer train --preset quick"
+    assert set(saved["training"]["data_sha256"]) >= {"t10k-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"}
+    assert saved["metrics"]["test"]["images"] == 10_000
+
+
+def test_recognizer_reproduces_the_cards_test_accuracy(exported, mnist_test):
+    folder, card = exported
+    probs = Recognizer(folder).predict_mnist(mnist_test.images)
+    assert probs.shape == (10_000, 10) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert (probs.argmax(1) == mnist_test.labels).mean() == pytest.approx(card.metrics["test"]["accuracy"])
+
+
+def test_model_file_that_does_not_match_its_checksum_is_refused(exported, tmp_path):
+    folder, _ = exported
+    for name in ("card.json", "model.onnx"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    with open(tmp_path / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(card_module.ModelError, match="model.onnx: sha256 .* does not match"):
+        Recognizer(tmp_path)
+
+
+def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(20_000, 10))
+    z = logits / 2.0
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    labels = np.array([rng.choice(10, p=row) for row in p])
+    assert export.fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.05)
+
+
+def test_the_exported_model_predicts_in_a_python_without_torch(exported, mnist_dir):
+    folder, _ = exported
+    # A meta-path hook makes `import torch` fail, as on a machine where only `pip install .` ran.
+    script = textwrap.dedent(f"""
+        import sys
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is not installed")
+        sys.meta_path.insert(0, NoTorch())
+        import numpy as np
+        from digitrecognizer import Recognizer, data, synth
+        import digitrecognizer.web.app, digitrecognizer.cli, digitrecognizer.evaluate, digitrecognizer.store
+        rec = Recognizer({str(folder)!r})
+        test = data.load_split({str(mnist_dir)!r}, "test")
+        print((rec.predict_mnist(test.images[:500]).argmax(1) == test.labels[:500]).mean())
+        png = synth.render_digit(test.images[0], np.random.default_rng(0), "black_on_white")
+        print(rec.predict(png).digit, int(test.labels[0]))
+        assert "torch" not in sys.modules
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    accuracy, line = result.stdout.splitlines()
+    assert float(accuracy) > 0.8
+    assert line.split()[0] == line.split()[1]

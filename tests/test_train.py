@@ -1,0 +1,90 @@
+"""Training: the CLI runs end to end, checkpoints every epoch, and a resumed run ends with the same weights."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from digitrecognizer import train
+
+# A few hundred steps on a thin network: seconds on two cores, still well above chance.
+TINY = dict(epochs=2, limit_train=1200, batch_size=64, model_args={"width": 8, "hidden": 32}, threads=2)
+
+
+def tiny_config(**overrides) -> train.TrainConfig:
+    return train.preset_config("default", **{**TINY, **overrides})
+
+
+def test_train_cli_smoke_run_writes_checkpoints_and_metrics_and_beats_chance(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "digitrecognizer.cli", "train", "--preset", "quick", "--limit-train", "2000",
+         "--epochs", "2", "--out", str(out), "--data-dir", str(mnist_dir), "--threads", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[-1]["val_acc"] > 0.5  # chance is 0.1
+    assert "epoch 2/2" in result.stderr and "best validation accuracy" in result.stdout
+
+
+def _interrupt_at(global_step: int):
+    def on_step(step: int) -> None:
+        if step == global_step:
+            raise KeyboardInterrupt
+
+    return on_step
+
+
+@pytest.mark.parametrize("stop_step", [5, 18], ids=["mid-epoch", "epoch-boundary"])
+def test_resume_after_interruption_gives_the_same_weights_as_an_uninterrupted_run(mnist_dir, tmp_path, stop_step):
+    config = tiny_config()
+    straight = train.fit(config, tmp_path / "straight", mnist_dir, progress=False)
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(config, tmp_path / "resumed", mnist_dir, progress=False, on_step=_interrupt_at(stop_step))
+    saved = train.load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert saved["epoch"] * 18 + saved["step_in_epoch"] == stop_step  # 1200 // 64 = 18 steps an epoch
+    resumed = train.fit(config, tmp_path / "resumed", mnist_dir, resume=True, progress=False)
+
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    for name, tensor in straight.ema.module.state_dict().items():
+        assert torch.equal(tensor, resumed.ema.module.state_dict()[name]), name
+    assert resumed.epoch == 2 and len(resumed.history) == 2
+
+
+def test_augmentation_keeps_shape_and_range_and_is_seeded():
+    x = torch.rand(16, 1, 28, 28)
+    a = train.augment_batch(x, train.AugmentConfig(), torch.Generator().manual_seed(1))
+    b = train.augment_batch(x, train.AugmentConfig(), torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.allclose(a, x)
+
+
+def test_augmentation_with_every_distortion_off_is_the_identity():
+    x = torch.rand(4, 1, 28, 28)
+    off = train.AugmentConfig(**{f: 0.0 for f in train.AugmentConfig.__dataclass_fields__})
+    assert torch.allclose(train.augment_batch(x, off, torch.Generator().manual_seed(0)), x, atol=1e-5)
+
+
+def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "last.pt"
+    train.atomic_torch_save({"model": {}, "config": {}}, path)
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(train.CheckpointError, match="last.pt: not a readable checkpoint"):
+        train.load_checkpoint(path)
+
+
+def test_resume_without_a_checkpoint_explains_what_to_do(mnist_dir, tmp_path):
+    with pytest.raises(train.CheckpointError, match="no checkpoint there"):
+        train.fit(tiny_config(), tmp_path, mnist_dir, resume=True, progress=False)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="default, seed, quick"):
+        train.preset_config("fast")
