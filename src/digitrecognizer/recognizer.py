@@ -12,6 +12,10 @@ from . import preprocess
 from .card import ModelCard, ModelError, load_card
 
 
+# log-prior per extra digit when splitting a wide group of touching ink (chosen on validation renderings).
+SPLIT_PRIOR_LOG = -1.0
+
+
 @dataclass(frozen=True)
 class Prediction:
     digit: int | None  # None when the input is blank or not a digit
@@ -123,9 +127,19 @@ class Recognizer:
     def read_number(self, image) -> NumberReading:
         """Several digits written side by side, read left to right, each with its box."""
         gray, scale = preprocess.decode(image, self.limits)
-        pieces = preprocess.segment_digits(gray, scale)
-        if not pieces:
+        groups = preprocess.segment_digits(gray, scale)
+        candidates = [piece for group in groups for option in group.options for piece in option]
+        if not candidates:
             return NumberReading("", [])
-        probs = self.predict_mnist(np.stack([p.input28 for p in pieces]))
-        digits = [self._decide(pr, p.input28, p.box) for pr, p in zip(probs, pieces)]
+        probs = iter(self.predict_mnist(np.stack([p.input28 for p in candidates])))
+        digits: list[Prediction] = []
+        for group in groups:
+            scored = []
+            for option in group.options:
+                predictions = [self._decide(next(probs), p.input28, p.box) for p in option]
+                # Product of confidences, each extra piece also paying a prior cost: splitting one wide digit
+                # into two confident halves must beat reading it whole by a clear margin.
+                score = sum(np.log(max(p.confidence, 1e-6)) for p in predictions) + SPLIT_PRIOR_LOG * (len(option) - 1)
+                scored.append((score, predictions))
+            digits += max(scored, key=lambda item: item[0])[1]
         return NumberReading("".join(str(d.digit) if d.is_digit else "?" for d in digits), digits)

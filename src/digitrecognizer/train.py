@@ -289,12 +289,14 @@ def fit(
     data_dir: Path | None,
     resume: bool = False,
     on_step: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[["Run"], None] | None = None,
     progress: bool = True,
     command: str | None = None,
 ) -> Run:
     """Train until config.epochs are done, checkpointing to out_dir after each; returns the finished run.
 
     Ctrl-C (KeyboardInterrupt, also raised by `on_step` in tests) saves the exact position and re-raises.
+    `on_epoch_end` lets benchmarks measure each epoch's model (the test set is never read here).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -394,6 +396,8 @@ def fit(
             run.best_val_acc = val_acc
             atomic_torch_save(state, best_path)
         atomic_torch_save(state, last_path)
+        if on_epoch_end is not None:
+            on_epoch_end(run)
         tqdm.write(
             f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4%} | {epoch_seconds:.0f}s", file=sys.stderr

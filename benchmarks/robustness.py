@@ -1,0 +1,64 @@
+"""Benchmark: accuracy on drawn input. MNIST test digits rendered as people draw them (canvas styles, sizes,
+positions, pen widths), numbers of 2-6 digits, non-digits, and calibration, through the public API.
+
+    python benchmarks/robustness.py --data-dir ../shared/data/mnist [--model DIR] [--per-style 2000] [--numbers 1000]
+
+Targets (issue 3): every style within 0.3 points of clean test accuracy; numbers exact match >= 97%;
+clean test digits accepted >= 99.5%; ECE <= 0.5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from digitrecognizer import Recognizer, data, synth
+from digitrecognizer.evaluate import expected_calibration_error
+from digitrecognizer.notdigit import refusal_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--per-style", type=int, default=2000)
+    parser.add_argument("--numbers", type=int, default=1000)
+    parser.add_argument("--non-digits", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+
+    rec = Recognizer(args.model)
+    test = data.load_split(args.data_dir, "test")
+    probs = rec.predict_mnist(test.images)
+    clean_acc = float((probs.argmax(1) == test.labels).mean())
+    accepted = float((probs.max(1) >= rec.min_confidence).mean())
+    result = {"model": rec.version, "clean_accuracy": clean_acc, "ece": expected_calibration_error(probs, test.labels),
+              "clean_digits_accepted": accepted, "styles": {}}
+    print(f"model {rec.version}: clean test accuracy {clean_acc:.2%}, ECE {result['ece']:.2%}, "
+          f"clean digits accepted {accepted:.2%}")
+    for k, style in enumerate(synth.CANVAS_STYLES):
+        pngs, labels = synth.digit_set(test.images, test.labels, args.per_style, 100 + k, style)
+        t0 = time.perf_counter()
+        digits = [rec.predict(p).digit for p in pngs]
+        acc = float(np.mean([d == y for d, y in zip(digits, labels)]))
+        result["styles"][style] = {"accuracy": acc, "drop_points": 100 * (clean_acc - acc),
+                                   "ms_per_image": 1000 * (time.perf_counter() - t0) / len(pngs)}
+        print(f"  {style:15s} accuracy {acc:.2%} (drop {100 * (clean_acc - acc):+.2f} points)")
+    numbers = synth.number_set(test.images, test.labels, args.numbers, 7)
+    reads = [rec.read_number(n.png).text for n in numbers]
+    result["numbers_exact_match"] = float(np.mean([r == n.text for r, n in zip(reads, numbers)]))
+    result["numbers_right_length"] = float(np.mean([len(r) == len(n.text) for r, n in zip(reads, numbers)]))
+    print(f"  numbers (2-6 digits) exact match {result['numbers_exact_match']:.2%}, "
+          f"right digit count {result['numbers_right_length']:.2%}")
+    result["non_digits_refused"] = refusal_rate(rec, rec.min_confidence, args.non_digits, seed=99)
+    print(f"  non-digits refused {result['non_digits_refused']:.1%} (threshold {rec.min_confidence})")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "robustness.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
