@@ -35,7 +35,8 @@ def main() -> None:
     test = data.load_split(args.data_dir, "test")
     probs = rec.predict_mnist(test.images)
     clean_acc = float((probs.argmax(1) == test.labels).mean())
-    accepted = float((probs.max(1) >= rec.min_confidence).mean())
+    logits, novelty = rec.scores_mnist(test.images)
+    accepted = float(((probs.max(1) >= rec.min_confidence) & (novelty <= rec.max_novelty)).mean())
     result = {"model": rec.version, "clean_accuracy": clean_acc, "ece": expected_calibration_error(probs, test.labels),
               "clean_digits_accepted": accepted, "styles": {}}
     print(f"model {rec.version}: clean test accuracy {clean_acc:.2%}, ECE {result['ece']:.2%}, "
@@ -54,8 +55,9 @@ def main() -> None:
     result["numbers_right_length"] = float(np.mean([len(r) == len(n.text) for r, n in zip(reads, numbers)]))
     print(f"  numbers (2-6 digits) exact match {result['numbers_exact_match']:.2%}, "
           f"right digit count {result['numbers_right_length']:.2%}")
-    result["non_digits_refused"] = refusal_rate(rec, rec.min_confidence, args.non_digits, seed=99)
-    print(f"  non-digits refused {result['non_digits_refused']:.1%} (threshold {rec.min_confidence})")
+    result["non_digits_refused"] = refusal_rate(rec, args.non_digits, seed=99)
+    print(f"  non-digits refused {result['non_digits_refused']:.1%} (thresholds: confidence >= {rec.min_confidence:.3f}, "
+          f"novelty <= {rec.max_novelty:.3f})")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "robustness.json").write_text(json.dumps(result, indent=2))
 

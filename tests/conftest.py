@@ -26,3 +26,20 @@ def mnist_test(mnist_dir):
     from digitrecognizer import data
 
     return data.load_split(mnist_dir, "test")
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The shipped model (src/digitrecognizer/assets); DIGITRECOGNIZER_TEST_MODEL overrides it."""
+    env = os.environ.get("DIGITRECOGNIZER_TEST_MODEL")
+    folder = Path(env) if env else REPO / "src" / "digitrecognizer" / "assets"
+    if not (folder / "card.json").exists():
+        pytest.fail(f"no model in {folder}: export one or set DIGITRECOGNIZER_TEST_MODEL")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def recognizer(model_dir):
+    from digitrecognizer import Recognizer
+
+    return Recognizer(model_dir)

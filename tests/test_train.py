@@ -86,5 +86,30 @@ def test_resume_without_a_checkpoint_explains_what_to_do(mnist_dir, tmp_path):
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(ValueError, match="default, seed, quick"):
+    with pytest.raises(ValueError, match="default, seed, finetune, quick"):
         train.preset_config("fast")
+
+
+def test_fine_tuning_mixes_extra_examples_and_starts_from_given_weights(mnist_dir, tmp_path):
+    import numpy as np
+
+    base = train.fit(tiny_config(epochs=1), tmp_path / "base", mnist_dir, progress=False)
+    extra = tmp_path / "mine.npz"
+    images = np.zeros((5, 28, 28), np.uint8)
+    images[:, 6:22, 12:16] = 255  # five thick vertical bars, labelled 1
+    np.savez(extra, images=images, labels=np.ones(5, np.uint8))
+    config = tiny_config(epochs=1, extra_data=str(extra), init_weights=str(tmp_path / "base" / "last.pt"), lr=0.0)
+    tuned = train.fit(config, tmp_path / "tuned", mnist_dir, progress=False)
+    # With lr 0 the weights stay exactly those it started from.
+    for name, tensor in base.ema.module.state_dict().items():
+        if tensor.is_floating_point() and "running" not in name:
+            assert torch.equal(tensor, tuned.model.state_dict()[name]), name
+
+
+def test_extra_data_with_bad_labels_is_refused(tmp_path):
+    import numpy as np
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((2, 28, 28), np.uint8), labels=np.array([3, 12]))
+    with pytest.raises(ValueError, match="labels must be 0..9"):
+        train.load_extra_data(bad)

@@ -23,7 +23,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import train
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                 "limit_train": args.limit_train, "threads": args.threads}
+                 "limit_train": args.limit_train, "threads": args.threads,
+                 "extra_data": str(args.extra_data) if args.extra_data else None,
+                 "init_weights": str(args.init_weights) if args.init_weights else None}
+    if args.extra_data and not args.extra_data.is_file():
+        raise CliError(f"{args.extra_data}: no such file (write one with `digitrecognizer feedback export`)")
     if args.width or args.hidden:
         overrides["model_args"] = {k: v for k, v in (("width", args.width), ("hidden", args.hidden)) if v}
     config = train.preset_config(args.preset, **overrides)
@@ -141,6 +145,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from .store import FeedbackStore
+
+    with FeedbackStore(args.db) as store:
+        if args.format == "npz":
+            count = store.export_npz(args.out)
+        else:
+            count = store.export_idx(args.out)
+    print(f"wrote {count} corrected examples to {args.out} ({args.format}); fine-tune with "
+          f"`digitrecognizer train --preset finetune --init-weights <model.pt> --extra-data <file.npz>`")
+    return 0
+
+
+def cmd_feedback_list(args: argparse.Namespace) -> int:
+    from .store import FeedbackStore
+
+    with FeedbackStore(args.db) as store:
+        print(f"{store.count()} corrections in {store.location}")
+        for r in store.recent(args.limit):
+            predicted = "-" if r.predicted is None else r.predicted
+            print(f"#{r.id:<6} {r.created_at:%Y-%m-%d %H:%M}  read {predicted} -> correct {r.correct}  ({r.model_version})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitrecognizer", description=__doc__.split(":")[0] + ": recognise handwritten digits.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -149,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on MNIST with checkpoints and resume",
                        description="Train on MNIST. Writes last.pt/best.pt checkpoints and metrics.jsonl to --out "
                                    "after every epoch; Ctrl-C saves and stops; --resume continues exactly.")
-    p.add_argument("--preset", default="default", help="named recipe: default (shipped model), seed (the original "
-                   "Keras architecture), quick (a smoke run)")
+    p.add_argument("--preset", default="default", help="named recipe: default (the shipped model), seed (the original "
+                   "Keras architecture), finetune (a few epochs from --init-weights), quick (a smoke run)")
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder (default: runs/default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
@@ -162,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int, help="train on only the first N images (quick checks)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument("--extra-data", type=Path, metavar="NPZ",
+                   help="extra examples mixed into MNIST (from `digitrecognizer feedback export`)")
+    p.add_argument("--init-weights", type=Path, metavar="FILE",
+                   help="start from these weights (e.g. src/digitrecognizer/assets/model.pt) to fine-tune")
     _add_data_dir(p)
     p.set_defaults(func=cmd_train)
 
@@ -201,6 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
     p.add_argument("--db", help="feedback database: a file path or sqlite:///... URL (default: in your data folder)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("feedback", help="list or export the corrections users sent from the app",
+                       description="Corrections are stored by the app (`serve --db`). Export them to fine-tune the "
+                                   "model on your own handwriting with `train --extra-data`.")
+    fb_sub = p.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
+    q = fb_sub.add_parser("export", help="write the corrections as NPZ (for --extra-data) or MNIST IDX files")
+    q.add_argument("--db", help="feedback database: a path or sqlite:///... URL (default: in your data folder)")
+    q.add_argument("--format", choices=("npz", "idx"), default="npz", help="npz (default) or idx")
+    q.add_argument("--out", type=Path, required=True, help="NPZ file, or folder for the IDX files")
+    q.set_defaults(func=cmd_feedback_export)
+    q = fb_sub.add_parser("list", help="show the most recent corrections")
+    q.add_argument("--db", help="feedback database (default: in your data folder)")
+    q.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    q.set_defaults(func=cmd_feedback_list)
 
     p = sub.add_parser("data", help="download or check the MNIST files")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")

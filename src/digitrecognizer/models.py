@@ -90,6 +90,11 @@ MODELS: dict[str, tuple[type, Callable[..., nn.Module]]] = {
 }
 
 
+def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The penultimate features (the input of the last linear layer) of either registered network."""
+    return net.classifier[:-1](net.features(x))
+
+
 def create_model(name: str, **overrides) -> tuple[nn.Module, dict]:
     """Build a registered network; returns it with the full config (defaults plus overrides) as a dict."""
     if name not in MODELS:

@@ -17,6 +17,7 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 WORK_MAX_SIDE_PX = 512  # ink finding needs no more resolution than this; the model sees 20 px
 DIGIT_BOX_PX = 20  # MNIST: the digit's longer side is scaled to 20 px ...
 CANVAS_PX = 28  # ... and placed, centred by mass, in a 28x28 field
+DOWNSCALE_FILTER = Image.Resampling.LANCZOS
 # MNIST strokes are about 2-3 px in a 20 px box; correct only strokes far outside that band.
 STROKE_RATIO_RANGE = (0.06, 0.19)
 STROKE_RATIO_TARGET = 0.12
@@ -83,6 +84,24 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"))
 
 
+def _unit_range(array: np.ndarray) -> np.ndarray:
+    """Any numeric array -> float32 in [0, 1]: 8-bit or unit ranges kept, anything else stretched."""
+    a = array.astype(np.float64)  # float32 would overflow on extreme float64 or int64 input
+    if not np.isfinite(a).all():
+        raise PreprocessError("the image array contains NaN or infinite values")
+    if np.issubdtype(array.dtype, np.integer):
+        top = 255.0 if array.max(initial=0) <= 255 and array.min(initial=0) >= 0 else float(np.abs(a).max())
+    else:
+        top = 1.0 if a.max() <= 1.0 and a.min() >= 0.0 else 255.0 if a.max() <= 255 and a.min() >= 0 else None
+    if top is None:  # arbitrary float range: stretch it (scaled first, so hi - lo cannot overflow)
+        a = a / float(np.abs(a).max())
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    else:
+        a = np.clip(a / max(top, 1e-12), 0.0, 1.0)
+    return a.astype(np.float32)
+
+
 def _array_to_luminance(array: np.ndarray) -> np.ndarray:
     """Any numeric array (H, W), (H, W, 1|3|4) -> float32 luminance in [0, 1]; transparent areas -> alpha ink."""
     if array.dtype == bool:
@@ -95,19 +114,10 @@ def _array_to_luminance(array: np.ndarray) -> np.ndarray:
         raise PreprocessError(f"image arrays must be (H, W), (H, W, 3) or (H, W, 4); got shape {array.shape}")
     if array.size == 0:
         raise PreprocessError(f"the image is empty (shape {array.shape})")
-    a = array.astype(np.float64)  # float32 would overflow on extreme float64 or int64 input
-    if not np.isfinite(a).all():
-        raise PreprocessError("the image array contains NaN or infinite values")
-    if np.issubdtype(array.dtype, np.integer):
-        top = 255.0 if array.max(initial=0) <= 255 and array.min(initial=0) >= 0 else float(np.abs(a).max())
+    if array.dtype == np.uint8:  # decoded images: the common case needs no range checks
+        a = array.astype(np.float32) * np.float32(1 / 255)
     else:
-        top = 1.0 if a.max() <= 1.0 and a.min() >= 0.0 else 255.0 if a.max() <= 255 and a.min() >= 0 else None
-    if top is None:  # arbitrary float range: stretch it
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    else:
-        a = np.clip(a / max(top, 1e-12), 0.0, 1.0)
-    a = a.astype(np.float32)
+        a = _unit_range(array)
     if a.ndim == 2:
         return a
     gray = a[:, :, :3] @ np.array([0.299, 0.587, 0.114], np.float32)
@@ -170,11 +180,14 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
     # (A strided sample gives the same median at a fraction of the cost of sorting every pixel.)
     sample = gray[::3, ::3]
     dark_on_light = 0.5 * (np.median(border) + np.median(sample)) > 0.5
-    ink = 1.0 - gray if dark_on_light else gray.copy()
-    if min(gray.shape) >= 16 and np.median(1.0 - sample if dark_on_light else sample) > 0.02:
-        # The background is not flat (a photo of paper, shadows). Estimate it with a window far wider than a
-        # stroke: the brightest paper (or darkest board) nearby, smoothed.
-        size = max(3, min(gray.shape) // 8)
+    low, level, high = np.percentile(border, [10, 50, 90])
+    if high - low < 0.08 or min(gray.shape) < 16:
+        # A flat background (a canvas, a scan): measure ink from its level.
+        ink = np.clip(1.0 - gray / max(level, 1e-3), 0, 1) if dark_on_light else np.clip(gray - level, 0, 1)
+    else:
+        # Uneven lighting (a photo of paper, shadows): estimate the background with a window much wider than
+        # any stroke (a third of the image), from the brightest paper (or darkest board) nearby, smoothed.
+        size = max(3, min(gray.shape) // 3)
         if dark_on_light:
             # Ink on paper reflects a share of the light falling there: divide, so a stroke in shadow
             # is as strong as one in full light.
@@ -195,13 +208,14 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
     return np.clip((ink - floor) / max(1.0 - floor, 1e-6), 0.0, 1.0)
 
 
-def _otsu(values: np.ndarray) -> float:
-    hist, edges = np.histogram(values, bins=64, range=(0.0, 1.0))
+def _otsu(values: np.ndarray, bins: int = 64) -> float:
+    """Otsu's threshold of values in [0, 1] (bincount: several times faster than np.histogram)."""
+    hist = np.bincount(np.minimum((values * bins).astype(np.int32), bins - 1).ravel(), minlength=bins)
     weight = hist.astype(np.float64)
     total = weight.sum()
     if total == 0:
         return 0.5
-    centers = (edges[:-1] + edges[1:]) / 2
+    centers = (np.arange(bins) + 0.5) / bins
     w0 = np.cumsum(weight)
     w1 = total - w0
     m0 = np.cumsum(weight * centers) / np.maximum(w0, 1)
@@ -241,22 +255,26 @@ def mnist_from_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if len(rows) == 0:
         return None
-    ink = np.where(ndimage.binary_dilation(mask, iterations=1), ink, 0.0)  # only the kept strokes
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    crop_mask = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    crop_mask = mask[box]
+    # Only the kept strokes (and their anti-aliased rim): specks and other digits inside the box are dropped.
+    crop = np.where(ndimage.binary_dilation(crop_mask), ink[box], 0.0)
     longer = max(crop.shape)
     ratio = _stroke_width(crop_mask) / longer
     if longer >= 24 and not (STROKE_RATIO_RANGE[0] <= ratio <= STROKE_RATIO_RANGE[1]):
         # A thick brush on a small digit (or a fine pen on a big one) would look nothing like MNIST after scaling.
         steps = int(round((ratio - STROKE_RATIO_TARGET) * longer / 2))
+        # Capped: a thick pen that filled a digit's loops looks like a blob to the estimate, and eroding it
+        # by the full amount would leave nothing.
+        steps = max(-round(0.03 * longer), min(steps, round(0.04 * longer)))
         if steps > 0:
             crop = ndimage.grey_erosion(crop, size=(2 * steps + 1, 2 * steps + 1))
         elif steps < 0:
             crop = ndimage.grey_dilation(crop, size=(1 - 2 * steps, 1 - 2 * steps))
     scale = DIGIT_BOX_PX / longer
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-    small = np.asarray(Image.fromarray(crop.astype(np.float32), "F").resize(size, Image.Resampling.LANCZOS
-                                                                          if scale < 1 else Image.Resampling.BICUBIC))
+    small = np.asarray(Image.fromarray(crop.astype(np.float32), "F").resize(
+        size, DOWNSCALE_FILTER if scale < 1 else Image.Resampling.BICUBIC))
     small = np.clip(small, 0.0, 1.0)
     if small.sum() <= 0:
         return None
@@ -327,57 +345,89 @@ def _cuts(profile: np.ndarray, count: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class Group:
-    """Ink that one or more digits make up; `options[k]` are the pieces if it holds k + 1 digits."""
+class Candidate:
+    """One way to read the atoms[start:stop] of a number: as these digits (pieces)."""
 
-    options: list[list[Piece]]
+    start: int
+    stop: int
+    pieces: list[Piece]
 
 
-def segment_digits(gray: np.ndarray, scale: float = 1.0, max_digits_per_group: int = 4) -> list[Group]:
-    """Find the digits of a number written side by side, left to right, each normalised like `to_mnist`.
+@dataclass(frozen=True)
+class Atom:
+    """Ink that certainly belongs together: connected strokes, plus strokes above or below them."""
 
-    Separate strokes that overlap horizontally form one group (the bar of a 5). A group wider than a digit
-    may be several touching digits: it comes with candidate splits, and the recognizer keeps the split whose
-    pieces it reads most confidently. Boxes are multiplied by `scale` (from `decode`): the caller's pixels."""
+    mask: np.ndarray
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+
+MAX_ATOMS_PER_DIGIT = 3  # a digit drawn in up to three separate strokes side by side (a broken 0, an open 4)
+MAX_DIGITS_PER_ATOM = 4  # touching digits: at most four joined in one stroke
+MAX_GAP = 0.2  # strokes of one digit are at most this far apart (share of the digit's height)
+
+
+def _piece(ink: np.ndarray, mask: np.ndarray, scale: float) -> Piece | None:
+    input28 = mnist_from_ink(ink, mask)
+    if input28 is None:
+        return None
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    return Piece(input28, tuple(int(round(v * scale)) for v in box))
+
+
+def segment_digits(gray: np.ndarray, scale: float = 1.0) -> tuple[int, list[Candidate]]:
+    """Candidate readings of a number written side by side; returns (number of atoms, candidates).
+
+    Atoms are strokes grouped by horizontal overlap (the detached bar of a 5 joins its body). A digit may
+    still be several atoms (a 0 drawn in two arcs) and an atom several digits (touching digits), so each
+    run of up to three neighbouring atoms that is narrow enough becomes a one-digit candidate, and each atom
+    wide enough becomes 2-4 digit candidates split at the columns of least ink. The recognizer scores the
+    candidates and keeps the best chain (`Recognizer.read_number`). Boxes are in the caller's pixels (`scale`)."""
     ink = ink_map(gray)
     mask = _keep_significant(ink > 0.25)
     if mask.sum() < max(4, 0.0005 * mask.size):
-        return []
+        return 0, []
     labels, slices, areas = _components(mask)
     boxes = [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices]
     grouped = _group_columns(boxes)
-    group_area = [sum(areas[i] for i in g) for g in grouped]
-    typical_height = np.median([max(boxes[i][3] for i in g) - min(boxes[i][1] for i in g) for g in grouped])
-    strokes = ink * ndimage.binary_dilation(mask)
-    groups = []
-    for group, area in zip(grouped, group_area):
-        if area < 0.1 * max(group_area):
+    largest = max(sum(areas[i] for i in g) for g in grouped)
+    atoms = []
+    for group in grouped:
+        if sum(areas[i] for i in group) < 0.1 * largest:
             continue  # a stray dot or tick beside the number, not a digit
-        left, right = min(boxes[i][0] for i in group), max(boxes[i][2] for i in group)
-        top, bottom = min(boxes[i][1] for i in group), max(boxes[i][3] for i in group)
-        group_mask = np.zeros_like(mask)
+        atom_mask = np.zeros_like(mask)
         for i in group:
-            sl = slices[i]
-            group_mask[sl] |= labels[sl] == i + 1
-        width, height = right - left, max(bottom - top, typical_height)
-        profile = group_mask[:, left:right].sum(0)
-        options = []
-        for count in range(1, max_digits_per_group + 1):
-            if count > 1 and width < 0.55 * count * height:
+            atom_mask[slices[i]] |= labels[slices[i]] == i + 1
+        atoms.append(Atom(atom_mask, min(boxes[i][0] for i in group), min(boxes[i][1] for i in group),
+                          max(boxes[i][2] for i in group), max(boxes[i][3] for i in group)))
+    typical_height = float(np.median([a.bottom - a.top for a in atoms]))
+    candidates = []
+    for start in range(len(atoms)):
+        for stop in range(start + 1, min(start + MAX_ATOMS_PER_DIGIT, len(atoms)) + 1):
+            run = atoms[start:stop]
+            left, right = run[0].left, run[-1].right
+            height = max(max(a.bottom for a in run) - min(a.top for a in run), typical_height)
+            if stop - start > 1 and (right - left > 1.1 * height or run[-1].left - run[-2].right > MAX_GAP * height):
+                break  # too wide, or too far apart, to be one digit
+            run_mask = run[0].mask if len(run) == 1 else np.logical_or.reduce([a.mask for a in run])
+            piece = _piece(ink, run_mask, scale)
+            if piece is not None:
+                candidates.append(Candidate(start, stop, [piece]))
+        atom = atoms[start]
+        width, height = atom.right - atom.left, max(atom.bottom - atom.top, typical_height)
+        profile = atom.mask[:, atom.left : atom.right].sum(0)
+        for count in range(2, MAX_DIGITS_PER_ATOM + 1):
+            if width < 0.55 * count * height:
                 break  # too narrow for this many digits side by side
-            cuts = _cuts(profile, count) if count > 1 else [0, width]
+            cuts = _cuts(profile, count)
             pieces = []
             for a, b in zip(cuts[:-1], cuts[1:]):
                 part = np.zeros_like(mask)
-                part[:, left + a : left + b] = group_mask[:, left + a : left + b]
-                input28 = mnist_from_ink(strokes, part)
-                if input28 is None:
-                    break
-                rows = np.flatnonzero(part.any(1))
-                box = (left + a, int(rows[0]), left + b, int(rows[-1]) + 1)
-                pieces.append(Piece(input28, tuple(int(round(v * scale)) for v in box)))
-            if len(pieces) == count:
-                options.append(pieces)
-        if options:
-            groups.append(Group(options))
-    return groups
+                part[:, atom.left + a : atom.left + b] = atom.mask[:, atom.left + a : atom.left + b]
+                pieces.append(_piece(ink, part, scale))
+            if len(pieces) == count and all(pieces):
+                candidates.append(Candidate(start, start + 1, pieces))
+    return len(atoms), candidates

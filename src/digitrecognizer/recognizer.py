@@ -12,8 +12,10 @@ from . import preprocess
 from .card import ModelCard, ModelError, load_card
 
 
-# log-prior per extra digit when splitting a wide group of touching ink (chosen on validation renderings).
-SPLIT_PRIOR_LOG = -1.0
+# Scores of a candidate digit when reading numbers (chosen on numbers rendered from the validation split:
+# benchmarks/tune_segmentation.py).
+DIGIT_PRIOR_LOG = 0.0
+NOT_DIGIT_LOG = -1.0
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,13 @@ class Prediction:
     input28: np.ndarray  # (28, 28) uint8, white on black: what the model saw
     box: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) in the input's pixels
     blank: bool = False  # no ink at all (the page shows an empty state, not "not a digit")
+    novelty: float = 0.0  # distance from every digit class seen in training (higher: less digit-like)
 
     def to_dict(self) -> dict:
         return {
             "digit": self.digit, "probabilities": [round(float(p), 6) for p in self.probabilities],
             "confidence": round(self.confidence, 6), "is_digit": self.is_digit, "blank": self.blank,
-            "box": list(self.box) if self.box else None,
+            "novelty": round(self.novelty, 4), "box": list(self.box) if self.box else None,
         }
 
 
@@ -76,6 +79,7 @@ class Recognizer:
         self.input_name = self.session.get_inputs()[0].name
         self.temperature = float(self.card.temperature)
         self.min_confidence = float(self.card.not_digit.get("min_confidence", 0.0))
+        self.max_novelty = float(self.card.not_digit.get("max_novelty", np.inf))
         self.limits = limits or preprocess.Limits()
 
     @property
@@ -84,62 +88,83 @@ class Recognizer:
 
     # -- MNIST-format input ---------------------------------------------------------------------
 
-    def logits_mnist(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def scores_mnist(self, images: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """Raw logits (N, 10) and novelty (N,) for (N, 28, 28) uint8 MNIST-format images."""
         images = np.asarray(images)
         if images.ndim == 2:
             images = images[None]
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ValueError(f"predict_mnist takes (N, 28, 28) uint8 images, got shape {images.shape}")
         x = images.astype(np.float32)[:, None] / 255.0
-        out = [self.session.run(None, {self.input_name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-        return np.concatenate(out) if out else np.empty((0, 10), np.float32)
+        logits, novelty = [], []
+        for i in range(0, len(x), batch_size):
+            outputs = self.session.run(None, {self.input_name: x[i : i + batch_size]})
+            logits.append(outputs[0])
+            novelty.append(outputs[1] if len(outputs) > 1 else np.zeros(len(outputs[0]), np.float32))
+        if not logits:
+            return np.empty((0, 10), np.float32), np.empty(0, np.float32)
+        return np.concatenate(logits), np.concatenate(novelty)
 
     def predict_mnist(self, images: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, 10) float32 for MNIST-format images (white on black, uint8)."""
-        return softmax(self.logits_mnist(images), self.temperature)
+        return softmax(self.scores_mnist(images)[0], self.temperature)
+
+    def _predict_inputs(self, inputs28: list[np.ndarray], boxes: list | None = None) -> list[Prediction]:
+        logits, novelty = self.scores_mnist(np.stack(inputs28))
+        probs = softmax(logits, self.temperature)
+        boxes = boxes or [None] * len(inputs28)
+        return [self._decide(p, float(n), x, b) for p, n, x, b in zip(probs, novelty, inputs28, boxes)]
 
     # -- any image ------------------------------------------------------------------------------
 
-    def _decide(self, probs: np.ndarray, input28: np.ndarray, box=None) -> Prediction:
+    def _decide(self, probs: np.ndarray, novelty: float, input28: np.ndarray, box=None) -> Prediction:
         top = int(np.argmax(probs))
         confidence = float(probs[top])
-        is_digit = confidence >= self.min_confidence
-        return Prediction(top if is_digit else None, probs, confidence, is_digit, input28, box)
+        is_digit = confidence >= self.min_confidence and novelty <= self.max_novelty
+        return Prediction(top if is_digit else None, probs, confidence, is_digit, input28, box, novelty=novelty)
 
     def _blank(self, box=None) -> Prediction:
         return Prediction(None, np.full(10, 0.1, np.float32), 0.0, False, np.zeros((28, 28), np.uint8), box, blank=True)
 
     def predict(self, image) -> Prediction:
         """One digit from any image: path, bytes (PNG/JPEG/WebP), PIL image or numpy array."""
-        gray = preprocess.load_gray(image, self.limits)
-        input28 = preprocess.to_mnist(gray)
-        if input28 is None:
-            return self._blank()
-        return self._decide(self.predict_mnist(input28[None])[0], input28)
+        return self.predict_many([image])[0]
 
     def predict_many(self, images: list) -> list[Prediction]:
         """Batched `predict`: one model call for all the non-blank inputs."""
         inputs = [preprocess.to_mnist(preprocess.load_gray(im, self.limits)) for im in images]
         present = [x for x in inputs if x is not None]
-        probs = iter(self.predict_mnist(np.stack(present)) if present else [])
-        return [self._blank() if x is None else self._decide(next(probs), x) for x in inputs]
+        predictions = iter(self._predict_inputs(present) if present else [])
+        return [self._blank() if x is None else next(predictions) for x in inputs]
 
     def read_number(self, image) -> NumberReading:
-        """Several digits written side by side, read left to right, each with its box."""
+        """Several digits written side by side, read left to right, each with its box.
+
+        Segmentation proposes candidate digits (strokes merged or split); all are read in one batch, and the
+        chain of candidates covering every stroke with the highest total log-confidence wins (a small
+        dynamic programme), so a 0 drawn in two arcs reads as one 0, not as 1 and 1."""
         gray, scale = preprocess.decode(image, self.limits)
-        groups = preprocess.segment_digits(gray, scale)
-        candidates = [piece for group in groups for option in group.options for piece in option]
+        atom_count, candidates = preprocess.segment_digits(gray, scale)
         if not candidates:
             return NumberReading("", [])
-        probs = iter(self.predict_mnist(np.stack([p.input28 for p in candidates])))
+        pieces = [piece for c in candidates for piece in c.pieces]
+        predictions = iter(self._predict_inputs([p.input28 for p in pieces], [p.box for p in pieces]))
+        best = [0.0] + [-np.inf] * atom_count
+        chosen: list = [None] * (atom_count + 1)
+        for candidate in sorted(candidates, key=lambda c: c.stop):
+            reading = [next(predictions) for _ in candidate.pieces]
+            score = best[candidate.start] + sum(_digit_score(p) for p in reading)
+            if score > best[candidate.stop]:
+                best[candidate.stop], chosen[candidate.stop] = score, (candidate.start, reading)
         digits: list[Prediction] = []
-        for group in groups:
-            scored = []
-            for option in group.options:
-                predictions = [self._decide(next(probs), p.input28, p.box) for p in option]
-                # Product of confidences, each extra piece also paying a prior cost: splitting one wide digit
-                # into two confident halves must beat reading it whole by a clear margin.
-                score = sum(np.log(max(p.confidence, 1e-6)) for p in predictions) + SPLIT_PRIOR_LOG * (len(option) - 1)
-                scored.append((score, predictions))
-            digits += max(scored, key=lambda item: item[0])[1]
+        stop = atom_count
+        while stop > 0 and chosen[stop] is not None:
+            stop, reading = chosen[stop]
+            digits = reading + digits
         return NumberReading("".join(str(d.digit) if d.is_digit else "?" for d in digits), digits)
+
+
+def _digit_score(p: Prediction) -> float:
+    """How much a candidate reads as one real digit: its log-confidence, a fixed cost per digit (so a chain
+    of many small pieces does not win by default) and a penalty when it is not digit-like at all."""
+    return float(np.log(max(p.confidence, 1e-6))) + DIGIT_PRIOR_LOG + (0.0 if p.is_digit else NOT_DIGIT_LOG)

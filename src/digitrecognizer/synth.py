@@ -26,7 +26,9 @@ def pen_ink(digit28: np.ndarray, side_px: int, pen: float) -> np.ndarray:
     size = max(8, int(round(side_px * 28 / 20)))
     up = np.asarray(Image.fromarray(digit28).resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255
     ink = np.clip((up - 0.35) / 0.3, 0, 1)  # crisp edges like a canvas brush
-    steps = int(round(abs(pen) * size / 28))  # up to one MNIST pixel of extra width on each side
+    # Thick: up to one MNIST pixel of extra width on each side. Thin: up to a third of that, since MNIST
+    # strokes are only 2-3 px wide and eroding more would break them apart, which no real pen does.
+    steps = int(round(abs(pen) * size / 28 * (1.0 if pen > 0 else 0.35)))
     if steps:
         footprint = ndimage.generate_binary_structure(2, 1)
         op = ndimage.grey_dilation if pen > 0 else ndimage.grey_erosion

@@ -53,6 +53,9 @@ class TrainConfig:
     ema_decay: float = 0.999  # 0 disables the weight average
     val_fraction: float = 0.1
     limit_train: int | None = None  # use only the first N training images (smoke tests)
+    extra_data: str | None = None  # NPZ of extra examples (images, labels), e.g. `digitrecognizer feedback export`
+    extra_repeat: int = 20  # each extra example is seen this many times per epoch: a few dozen among 54,000
+    init_weights: str | None = None  # start from these weights (model.pt or a checkpoint) to fine-tune
     seed: int = 0
     threads: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -74,6 +77,8 @@ PRESETS: dict[str, dict] = {
         "label_smoothing": 0.0, "ema_decay": 0.0, "val_fraction": 0.15,
         "augment": {k.name: 0.0 for k in fields(AugmentConfig)},
     },
+    # Teach the shipped model a user's handwriting: a few epochs from its weights, with --extra-data.
+    "finetune": {"epochs": 3, "lr": 0.01},
     # A minute-long run to check that everything works end to end.
     "quick": {"epochs": 2, "limit_train": 5000, "model_args": {"width": 16, "hidden": 64}},
 }
@@ -267,6 +272,34 @@ def restore_run(ckpt: dict, steps_per_epoch: int) -> Run:
     return run
 
 
+def load_extra_data(path: Path) -> data.MnistSplit:
+    """Extra training examples from an NPZ with `images` (N, 28, 28) uint8 and `labels` (N,) in 0..9."""
+    try:
+        with np.load(path) as npz:
+            images, labels = npz["images"], npz["labels"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as err:
+        raise data.DataError(f"{path}: not an NPZ with 'images' and 'labels' ({err}); "
+                             "write one with `digitrecognizer feedback export`") from err
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8 or len(images) != len(labels):
+        raise data.DataError(f"{path}: expected images (N, 28, 28) uint8 and N labels, got {images.shape} "
+                             f"{images.dtype} and {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise data.DataError(f"{path}: labels must be 0..9")
+    return data.MnistSplit(images, labels)
+
+
+def load_initial_weights(run: "Run", path: Path) -> None:
+    """Fine-tuning starts from an exported model.pt or a training checkpoint (its averaged weights)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        state = saved.get("state_dict") or saved.get("ema") or saved["model"]
+        run.model.load_state_dict(state)
+    except Exception as err:  # damaged file, wrong architecture: say which and why
+        raise CheckpointError(f"{path}: cannot start from these weights ({type(err).__name__}: {err})") from err
+    if run.ema is not None:
+        run.ema.module.load_state_dict(run.model.state_dict())
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
     """Logits for uint8 (N, 28, 28) images, in eval mode."""
@@ -311,6 +344,12 @@ def fit(
     train_split, val_split = data.train_val_split(train_full, config.val_fraction, config.seed)
     if config.limit_train:
         train_split = data.MnistSplit(train_split.images[: config.limit_train], train_split.labels[: config.limit_train])
+    if config.extra_data:
+        extra = load_extra_data(Path(config.extra_data))
+        train_split = data.MnistSplit(
+            np.concatenate([train_split.images] + [extra.images] * config.extra_repeat),
+            np.concatenate([train_split.labels] + [extra.labels] * config.extra_repeat),
+        )
     x_all = torch.from_numpy(np.ascontiguousarray(train_split.images)).unsqueeze(1)  # uint8, converted per batch
     y_all = torch.from_numpy(train_split.labels)
     n = len(y_all)
@@ -321,6 +360,8 @@ def fit(
         rng = ckpt["rng"]
     else:
         run = build_run(config, steps_per_epoch)
+        if config.init_weights:
+            load_initial_weights(run, Path(config.init_weights))
         run.command = command or shlex.join(["digitrecognizer", *sys.argv[1:]])
         rng = None
         log_path.write_text("")

@@ -1,0 +1,247 @@
+"""Feedback store: corrections users send, kept in SQLite (or PostgreSQL) through SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import tempfile
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from .data import IMAGE_MAGIC, LABEL_MAGIC
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+IDX_IMAGES, IDX_LABELS = "feedback-images-idx3-ubyte", "feedback-labels-idx1-ubyte"
+
+metadata = sa.MetaData()
+schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("image", sa.LargeBinary, nullable=False),  # the upload as received, to re-preprocess later
+    sa.Column("input28", sa.LargeBinary, nullable=False),  # 784 bytes, row-major: what the model saw
+    sa.Column("predicted", sa.Integer, nullable=True),  # NULL: the model said "not a digit"
+    sa.Column("correct", sa.Integer, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.CheckConstraint("correct BETWEEN 0 AND 9", name="ck_feedback_correct"),
+    sa.CheckConstraint("predicted IS NULL OR predicted BETWEEN 0 AND 9", name="ck_feedback_predicted"),
+    sa.CheckConstraint("length(input28) = 784", name="ck_feedback_input28"),
+    sqlite_autoincrement=True,  # ids are quoted in logs and bug reports: never reuse one
+)
+
+
+class StoreUnavailable(RuntimeError):
+    """The database can't be read or written right now (read-only, disk full, locked too long): HTTP 503."""
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was written by a newer digitrecognizer whose schema this code doesn't know."""
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    id: int
+    created_at: datetime  # UTC, timezone-aware
+    image: bytes = field(repr=False)
+    input28: np.ndarray = field(repr=False, compare=False)  # (28, 28) uint8, read-only
+    predicted: int | None
+    correct: int
+    model_version: str
+
+
+class FeedbackStore:
+    """One Engine shared by all threads; every method runs in its own short transaction."""
+
+    def __init__(self, url: str | os.PathLike | None = None) -> None:
+        if url is None:
+            url = self.default_db_path()
+        parsed = make_url(str(url)) if "://" in str(url) else URL.create("sqlite", database=str(url))
+        self.location = parsed.database if parsed.get_backend_name() == "sqlite" else parsed.render_as_string()
+        with self._guard("opening"):
+            if parsed.get_backend_name() == "sqlite":
+                parsed = _prepare_sqlite_file(parsed)
+            self.engine: Engine = sa.create_engine(parsed)
+            if self.engine.dialect.name == "sqlite":
+                _configure_sqlite(self.engine)
+        self._writer = self.engine.execution_options(for_write=True)
+        try:
+            self._init_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def default_db_path() -> Path:
+        data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+        return Path(data_home) / "digitrecognizer" / "feedback.db"
+
+    def add(self, image: bytes, input28: np.ndarray, predicted: int | None, correct: int, model_version: str) -> int:
+        _check_digit("correct", correct)
+        if predicted is not None:
+            _check_digit("predicted", predicted)
+        pixels = np.asarray(input28)
+        if pixels.shape != (28, 28) or pixels.dtype != np.uint8:
+            got = f"{pixels.dtype} {pixels.shape}"
+            raise ValueError(f"input28 must be the (28, 28) uint8 image the model saw, not {got}")
+        row = dict(
+            created_at=datetime.now(timezone.utc),
+            image=bytes(image),
+            input28=pixels.tobytes(),
+            predicted=None if predicted is None else int(predicted),
+            correct=int(correct),
+            model_version=str(model_version),
+        )
+        with self._guard("storing a correction"), self._writer.begin() as conn:
+            return conn.execute(feedback.insert().values(**row)).inserted_primary_key[0]
+
+    def get(self, id: int) -> FeedbackRecord | None:
+        with self._guard("reading"), self.engine.begin() as conn:
+            row = conn.execute(feedback.select().where(feedback.c.id == id)).first()
+        return None if row is None else _record(row)
+
+    def count(self) -> int:
+        with self._guard("counting"), self.engine.begin() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one()
+
+    def recent(self, limit: int = 20) -> list[FeedbackRecord]:
+        """Newest first."""
+        query = feedback.select().order_by(feedback.c.id.desc()).limit(int(limit))
+        with self._guard("reading"), self.engine.begin() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def export_npz(self, path: str | os.PathLike) -> int:
+        """`images` (N,28,28) uint8, `labels` (N,) uint8 and `predicted` (N,) int8 (-1: not a digit), oldest first."""
+        images, labels, predicted = self._arrays()
+        _atomic_write(Path(path), lambda f: np.savez(f, images=images, labels=labels, predicted=predicted))
+        return len(labels)
+
+    def export_idx(self, folder: str | os.PathLike) -> int:
+        """The MNIST IDX format, so anything that reads MNIST reads the corrections."""
+        images, labels, _ = self._arrays()
+        n, folder = len(labels), Path(folder)
+        image_header, label_header = struct.pack(">4I", IMAGE_MAGIC, n, 28, 28), struct.pack(">2I", LABEL_MAGIC, n)
+        _atomic_write(folder / IDX_IMAGES, lambda f: f.write(image_header + images.tobytes()))
+        _atomic_write(folder / IDX_LABELS, lambda f: f.write(label_header + labels.tobytes()))
+        return n
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        query = sa.select(feedback.c.input28, feedback.c.correct, feedback.c.predicted).order_by(feedback.c.id)
+        with self._guard("reading"), self.engine.begin() as conn:  # one snapshot, so images and labels agree
+            rows = conn.execute(query).all()
+        images = np.frombuffer(b"".join(r.input28 for r in rows), dtype=np.uint8).reshape(-1, 28, 28)
+        labels = np.array([r.correct for r in rows], dtype=np.uint8)
+        predicted = np.array([-1 if r.predicted is None else r.predicted for r in rows], dtype=np.int8)
+        return images, labels, predicted
+
+    def _init_schema(self) -> None:
+        # Read first: a read-only database that already has its schema must still open.
+        with self._guard("reading the schema version"), self.engine.begin() as conn:
+            version = _read_version(conn)
+        if version is None:
+            with self._guard("creating the schema"), self._writer.begin() as conn:
+                version = _read_version(conn)  # another process may have created it meanwhile
+                if version is None:
+                    metadata.create_all(conn)
+                    conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+                    version = SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"the feedback database {self.location} has schema version {version}, but this digitrecognizer "
+                f"only knows up to version {SCHEMA_VERSION}: upgrade digitrecognizer or use another --db"
+            )
+
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (exc.OperationalError, exc.TimeoutError, OSError) as err:
+            reason = getattr(err, "orig", None) or err
+            raise StoreUnavailable(f"feedback database {self.location}: {action} failed: {reason}") from err
+
+
+def _check_digit(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 9:
+        raise ValueError(f"{name} must be a digit 0..9, got {value!r}")
+
+
+def _record(row: sa.Row) -> FeedbackRecord:
+    pixels = np.frombuffer(row.input28, dtype=np.uint8).reshape(28, 28)  # frombuffer of bytes: already read-only
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=timezone.utc)
+    return FeedbackRecord(row.id, created, row.image, pixels, row.predicted, row.correct, row.model_version)
+
+
+def _read_version(conn: Connection) -> int | None:
+    if not sa.inspect(conn).has_table(schema_version.name):
+        return None
+    return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+
+
+def _prepare_sqlite_file(url: URL) -> URL:
+    db = url.database
+    if not db or db == ":memory:" or db.startswith("file:"):  # in memory, or a URI the caller spelled out
+        return url
+    path = Path(db).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.stat().st_mode & 0o222 and not Path(f"{path}-wal").exists():
+        # SQLite can't create the WAL index beside a file in a read-only folder, so even reads would fail.
+        # No one may write this file and no WAL holds unmerged commits, so reading it as immutable is safe.
+        uri = "file:" + urllib.parse.quote(str(path.resolve()))
+        return url.set(database=uri, query={"mode": "ro", "immutable": "1", "uri": "true"})
+    return url.set(database=str(path))
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:
+        # pysqlite opens transactions itself but not before DDL, so two processes creating the schema would race;
+        # with isolation_level None it stays out of the way and _on_begin emits BEGIN.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # concurrent writers wait instead of failing
+        cursor.execute("PRAGMA synchronous = FULL")  # an acknowledged correction survives a crash
+        cursor.execute("PRAGMA journal_mode = WAL")  # readers don't block the writer
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A deferred transaction that reads and then writes gets SQLITE_BUSY at once, without the busy timeout;
+        # IMMEDIATE takes the write lock up front, waiting for it.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("for_write") else "BEGIN")
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Readers see the old file or the whole new one, never a partial export."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,120 @@
+"""The Python API: predict, read_number and predict_mnist on real-looking input, and their guarantees."""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from digitrecognizer import NumberReading, Prediction, Recognizer, synth
+from digitrecognizer.preprocess import PreprocessError
+
+
+def test_predict_mnist_on_the_test_set_matches_the_card(recognizer, mnist_test):
+    probs = recognizer.predict_mnist(mnist_test.images)
+    assert probs.shape == (10_000, 10) and probs.dtype == np.float32
+    accuracy = (probs.argmax(1) == mnist_test.labels).mean()
+    assert accuracy == pytest.approx(recognizer.card.metrics["test"]["accuracy"], abs=1e-9)
+
+
+def test_shipped_model_is_the_default():
+    from digitrecognizer.card import SHIPPED_DIR
+
+    if not (SHIPPED_DIR / "card.json").exists():
+        pytest.fail("no shipped model in the package")
+    assert Recognizer().version == Recognizer(SHIPPED_DIR).version
+
+
+def test_prediction_has_everything_the_page_shows(recognizer, mnist_test):
+    png = synth.render_digit(mnist_test.images[0], np.random.default_rng(0), "black_on_white")
+    p = recognizer.predict(png)
+    assert isinstance(p, Prediction)
+    assert p.digit == mnist_test.labels[0] and p.is_digit and not p.blank
+    assert p.probabilities.shape == (10,) and abs(float(p.probabilities.sum()) - 1) < 1e-5
+    assert p.confidence == pytest.approx(float(p.probabilities.max()))
+    assert p.input28.shape == (28, 28) and p.input28.dtype == np.uint8
+
+
+def test_canvas_drawings_in_every_style_are_read(recognizer, mnist_test):
+    # A fast subset of benchmarks/robustness.py: 60 digits per style.
+    for k, style in enumerate(synth.CANVAS_STYLES):
+        pngs, labels = synth.digit_set(mnist_test.images, mnist_test.labels, 60, k, style)
+        accuracy = np.mean([recognizer.predict(p).digit == y for p, y in zip(pngs, labels)])
+        assert accuracy >= 0.95, style
+
+
+def test_blank_canvas_is_not_a_guess(recognizer):
+    p = recognizer.predict(np.zeros((280, 280), np.uint8))
+    assert p.blank and p.digit is None and not p.is_digit
+
+
+def test_scribbles_and_letters_are_often_refused(recognizer):
+    predictions = recognizer.predict_many(synth.non_digit_set(80, seed=5))
+    refused = np.mean([not p.is_digit for p in predictions])
+    assert refused >= recognizer.card.not_digit["rendered_non_digits_refused"] - 0.15
+    assert all(p.digit is None for p in predictions if not p.is_digit)
+
+
+def test_read_number_reads_digits_left_to_right_with_boxes(recognizer, mnist_test):
+    numbers = synth.number_set(mnist_test.images, mnist_test.labels, 40, seed=11)
+    exact = 0
+    for n in numbers:
+        reading = recognizer.read_number(n.png)
+        assert isinstance(reading, NumberReading)
+        lefts = [d.box[0] for d in reading.digits]
+        assert lefts == sorted(lefts)
+        exact += reading.text == n.text
+    assert exact / len(numbers) >= 0.85
+
+
+def test_read_number_keeps_a_five_with_a_detached_bar_as_one_digit(recognizer):
+    # A 5 drawn in two strokes (body, then a separate top bar) followed by a 1.
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (300, 160), 255)
+    d = ImageDraw.Draw(image)
+    d.line([(50, 30), (52, 75)], fill=0, width=9)  # the 5's down stroke
+    d.arc([30, 60, 100, 135], start=-100, end=150, fill=0, width=9)  # its belly
+    d.line([(58, 28), (100, 28)], fill=0, width=9)  # the detached bar
+    d.line([(200, 28), (195, 135)], fill=0, width=9)  # a 1
+    reading = recognizer.read_number(image)
+    assert len(reading.digits) == 2
+    assert reading.text == "51"
+
+
+def test_read_number_of_a_blank_canvas_is_empty(recognizer):
+    assert recognizer.read_number(np.full((100, 300), 255, np.uint8)).text == ""
+
+
+def test_predict_is_thread_safe(recognizer, mnist_test):
+    pngs, labels = synth.digit_set(mnist_test.images, mnist_test.labels, 40, 3, "white_on_black")
+    expected = [recognizer.predict(p).digit for p in pngs]
+    results = {}
+
+    def work(k):
+        results[k] = [recognizer.predict(p).digit for p in pngs]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r == expected for r in results.values())
+
+
+def test_predict_mnist_refuses_the_wrong_shape(recognizer):
+    with pytest.raises(ValueError, match=r"\(N, 28, 28\)"):
+        recognizer.predict_mnist(np.zeros((3, 32, 32), np.uint8))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hnp.arrays(dtype=st.sampled_from([np.uint8, np.float32, np.float64, np.int16]),
+                  shape=hnp.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=48)))
+def test_any_array_gives_a_prediction_or_a_clear_error(recognizer, array):
+    try:
+        p = recognizer.predict(array)
+    except PreprocessError:
+        return
+    assert p.blank or (0 <= p.confidence <= 1 and np.isfinite(p.probabilities).all())

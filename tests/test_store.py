@@ -1,0 +1,211 @@
+"""Feedback store: what a correction must be to be kept, and that kept corrections survive and export intact."""
+
+import multiprocessing
+import os
+import sqlite3
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timezone
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from digitrecognizer.data import IMAGE_MAGIC, LABEL_MAGIC, read_idx
+from digitrecognizer.store import (
+    IDX_IMAGES,
+    IDX_LABELS,
+    SCHEMA_VERSION,
+    FeedbackStore,
+    SchemaVersionError,
+    StoreUnavailable,
+)
+
+
+def digit_image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "data" / "feedback.db"  # the folder doesn't exist yet: the store creates it
+
+
+@pytest.fixture
+def store(db):
+    with FeedbackStore(db) as s:
+        yield s
+
+
+def test_a_correction_reads_back_as_it_was_added(store):
+    pixels = digit_image(1)
+    new_id = store.add(b"\x89PNG original", pixels, 3, 8, "ours-v1")
+
+    record = store.get(new_id)
+    assert (record.id, record.image, record.predicted, record.correct, record.model_version) == (
+        new_id, b"\x89PNG original", 3, 8, "ours-v1")
+    np.testing.assert_array_equal(record.input28, pixels)
+    assert record.created_at.tzinfo == timezone.utc
+    assert store.count() == 1
+    assert store.get(new_id + 1) is None
+
+
+def test_a_prediction_of_not_a_digit_is_stored_as_none(store):
+    new_id = store.add(b"img", digit_image(2), None, 4, "ours-v1")
+    assert store.get(new_id).predicted is None
+
+
+def test_recent_lists_newest_first(store):
+    ids = [store.add(b"img", digit_image(i), None, i, "v") for i in range(5)]
+    assert [r.id for r in store.recent(limit=3)] == ids[::-1][:3]
+
+
+@pytest.mark.parametrize("correct", [-1, 10, 3.0, True, None, "7"])
+def test_correction_outside_0_to_9_is_refused_and_nothing_stored(store, correct):
+    with pytest.raises(ValueError, match="correct must be a digit 0..9"):
+        store.add(b"img", digit_image(3), 1, correct, "v")
+    assert store.count() == 0
+
+
+def test_the_database_itself_refuses_a_label_outside_0_to_9(store):
+    # The CHECK constraint guards the table against writers that bypass add().
+    row = dict(created_at="2024-01-01 00:00:00", image=b"", input28=bytes(784), correct=12, model_version="v")
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO feedback (created_at, image, input28, correct, model_version) "
+                             "VALUES (:created_at, :image, :input28, :correct, :model_version)"), row)
+    assert store.count() == 0
+
+
+@pytest.mark.parametrize("pixels", [np.zeros((28, 27), np.uint8), np.zeros((1, 28, 28), np.uint8),
+                                    np.zeros((28, 28), np.float32)])
+def test_input28_that_is_not_a_28x28_uint8_image_is_refused(store, pixels):
+    with pytest.raises(ValueError, match=r"input28 must be the \(28, 28\) uint8 image"):
+        store.add(b"img", pixels, 1, 1, "v")
+    assert store.count() == 0
+
+
+def test_schema_version_is_recorded(store, db):
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_a_database_from_a_newer_version_is_refused_with_a_clear_message(db):
+    FeedbackStore(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaVersionError, match=rf"{db}.*schema version {SCHEMA_VERSION + 1}.*upgrade digitrecognizer"):
+        FeedbackStore(db)
+
+
+def test_sqlite_files_use_wal_full_sync_and_a_busy_timeout(store, db):
+    with store.engine.connect() as conn:
+        pragmas = [conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in ("journal_mode", "synchronous",
+                                                                                 "busy_timeout")]
+    assert pragmas == ["wal", 2, 5000]  # synchronous 2 is FULL
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone() == ("wal",)  # persisted in the file
+
+
+def test_a_sqlite_url_and_a_plain_path_open_the_same_database(db):
+    with FeedbackStore(db) as by_path:
+        by_path.add(b"img", digit_image(4), 2, 2, "v")
+    with FeedbackStore(f"sqlite:///{db}") as by_url:
+        assert by_url.count() == 1
+
+
+def test_the_default_database_lives_in_the_users_data_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert FeedbackStore.default_db_path() == tmp_path / "xdg" / "digitrecognizer" / "feedback.db"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert FeedbackStore.default_db_path() == tmp_path / "home" / ".local" / "share" / "digitrecognizer" / "feedback.db"
+    assert not (tmp_path / "home").exists()  # computing the path creates nothing
+
+
+def test_eight_threads_adding_at_once_lose_nothing(store):
+    def add_25(worker):
+        return [store.add(b"img", digit_image(worker * 100 + i), None, i % 10, f"t{worker}") for i in range(25)]
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = [i for batch in pool.map(add_25, range(8)) for i in batch]
+    assert len(set(ids)) == 200
+    assert store.count() == 200
+
+
+def _add_from_another_process(db, worker, start):
+    with FeedbackStore(db) as store:  # all open a database that doesn't exist yet: creating the schema races too
+        start.wait(timeout=60)
+        for i in range(20):
+            store.add(b"img", digit_image(worker * 100 + i), None, worker, f"p{worker}")
+
+
+def test_several_processes_adding_at_once_lose_nothing(db):
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_add_from_another_process, args=(db, w, start)) for w in range(3)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    with FeedbackStore(db) as store:
+        assert store.count() == 60
+        assert sorted(r.correct for r in store.recent(limit=100)) == [0] * 20 + [1] * 20 + [2] * 20
+
+
+@pytest.fixture
+def three_corrections(store):
+    added = [(digit_image(10), 7, 1), (digit_image(11), None, 0), (digit_image(12), 9, 9)]
+    for pixels, predicted, correct in added:
+        store.add(b"img", pixels, predicted, correct, "v")
+    return added
+
+
+def test_export_npz_writes_exactly_what_was_added(store, three_corrections, tmp_path):
+    assert store.export_npz(tmp_path / "feedback.npz") == 3
+    with np.load(tmp_path / "feedback.npz") as npz:
+        np.testing.assert_array_equal(npz["images"], np.stack([p for p, _, _ in three_corrections]))
+        assert npz["images"].dtype == np.uint8 and npz["labels"].dtype == np.uint8
+        assert npz["labels"].tolist() == [1, 0, 9]
+        assert npz["predicted"].tolist() == [7, -1, 9]
+    assert sorted(os.listdir(tmp_path)) == ["data", "feedback.npz"]  # no temporary file left behind
+
+
+def test_export_idx_writes_mnist_format_files_with_what_was_added(store, three_corrections, tmp_path):
+    out = tmp_path / "idx"
+    assert store.export_idx(out) == 3
+    images, labels = read_idx(out / IDX_IMAGES, IMAGE_MAGIC), read_idx(out / IDX_LABELS, LABEL_MAGIC)
+    np.testing.assert_array_equal(images, np.stack([p for p, _, _ in three_corrections]))
+    assert labels.tolist() == [1, 0, 9]
+    assert (out / IDX_IMAGES).read_bytes()[:16] == bytes.fromhex("00000803 00000003 0000001c 0000001c")
+    assert sorted(os.listdir(out)) == sorted([IDX_IMAGES, IDX_LABELS])
+
+
+def test_exporting_an_empty_store_writes_empty_arrays(store, tmp_path):
+    assert store.export_npz(tmp_path / "empty.npz") == 0
+    with np.load(tmp_path / "empty.npz") as npz:
+        assert npz["images"].shape == (0, 28, 28) and npz["labels"].shape == (0,)
+    assert store.export_idx(tmp_path) == 0
+    assert read_idx(tmp_path / IDX_IMAGES, IMAGE_MAGIC).shape == (0, 28, 28)
+
+
+def test_a_read_only_database_refuses_writes_as_unavailable_but_still_reads(db):
+    with FeedbackStore(db) as store:
+        kept = store.add(b"img", digit_image(5), 2, 3, "v")
+    folder = db.parent
+    db.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        try:
+            with open(db, "ab"):  # root ignores permissions: make SQLite itself open the file read-only instead
+                url = f"sqlite:///file:{db}?mode=ro&uri=true"
+        except PermissionError:
+            url = str(db)
+        with FeedbackStore(url) as store:
+            with pytest.raises(StoreUnavailable, match=rf"feedback database .*{db.name}.*storing a correction failed"):
+                store.add(b"img", digit_image(6), 1, 1, "v")
+            assert store.count() == 1
+            assert store.get(kept).correct == 3
+    finally:
+        folder.chmod(stat.S_IRWXU)
+        db.chmod(0o644)
