@@ -113,3 +113,30 @@ def test_extra_data_with_bad_labels_is_refused(tmp_path):
     np.savez(bad, images=np.zeros((2, 28, 28), np.uint8), labels=np.array([3, 12]))
     with pytest.raises(ValueError, match="labels must be 0..9"):
         train.load_extra_data(bad)
+
+
+def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint_and_completes(mnist_dir, tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "digitrecognizer.cli", "train", "--preset", "quick", "--limit-train", "3000",
+               "--epochs", "3", "--out", str(out), "--data-dir", str(mnist_dir), "--threads", "1", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)  # no chance to save: only the atomic per-epoch checkpoint remains
+    process.wait()
+    assert train.load_checkpoint(out / "last.pt")["epoch"] >= 1
+    assert not list(out.glob("*.tmp")) or train.load_checkpoint(out / "last.pt")
+
+    resumed = subprocess.run(command[:-1] + ["--resume", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in records][-1] == 3
+    assert train.load_checkpoint(out / "last.pt")["epoch"] == 3

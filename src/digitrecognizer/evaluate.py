@@ -108,10 +108,13 @@ def plot_confusion(cm: np.ndarray, path: Path) -> None:
     off_diagonal = cm.astype(float).copy()
     np.fill_diagonal(off_diagonal, np.nan)  # the diagonal would swamp the colour scale: show errors
     image = ax.imshow(off_diagonal, cmap="magma")
+    brightest = max(np.nanmax(off_diagonal), 1)
     for i in range(10):
         for j in range(10):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color=NEON["green"] if i == j else NEON["fg"], fontweight="bold" if i == j else None)
+            # Dark text on the bright end of the colour map, light text elsewhere: readable on every cell.
+            colour = NEON["green"] if i == j else "#111111" if cm[i, j] > 0.6 * brightest else NEON["fg"]
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8, color=colour,
+                    fontweight="bold" if i == j else None)
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
            title="Confusion matrix (colour: errors only)")
     ax.grid(False)

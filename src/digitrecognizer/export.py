@@ -144,7 +144,9 @@ def export(run_dir: Path, out_dir: Path, data_dir: Path | None, checkpoint: str 
                    tmp / WEIGHTS_NAME)
 
         data_dir_resolved = data.resolve_data_dir(data_dir)
-        history = ckpt["history"]
+        # The card tells the whole run (the best checkpoint may be from an earlier epoch than the last one).
+        last = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else ckpt
+        history = last["history"]
         card = ModelCard(
             name=config.model,
             version=version or f"{config.model}-{dt.date.today():%Y%m%d}-{sha256_file(tmp / ONNX_NAME)[:8]}",
@@ -154,8 +156,9 @@ def export(run_dir: Path, out_dir: Path, data_dir: Path | None, checkpoint: str 
             temperature=temperature,
             training={
                 "command": ckpt["command"],
-                "seconds": round(ckpt["train_seconds"], 1),
-                "epochs": ckpt["epoch"],
+                "seconds": round(last["train_seconds"], 1),
+                "epochs": last["epoch"],
+                "epoch_exported": ckpt["epoch"],
                 "best_val_acc": ckpt["best_val_acc"],
                 "config": ckpt["config"],
                 "data_sha256": {p.name: sha256_file(p) for p in sorted(data_dir_resolved.glob("*-ubyte*"))},

@@ -27,6 +27,14 @@ class PreprocessError(ValueError):
     """The input cannot be turned into an image of a digit; the message says why."""
 
 
+class UnsupportedImage(PreprocessError):
+    """Not an image in an accepted format (PNG, JPEG, WebP), or an animated one."""
+
+
+class ImageTooLarge(PreprocessError):
+    """More pixels than the limits allow."""
+
+
 @dataclass(frozen=True)
 class Limits:
     max_side_px: int = 4096
@@ -49,7 +57,7 @@ def _check_size(width: int, height: int, limits: Limits) -> None:
     if width < 1 or height < 1:
         raise PreprocessError(f"the image is empty ({width}x{height} px)")
     if max(width, height) > limits.max_side_px or width * height > limits.max_pixels:
-        raise PreprocessError(
+        raise ImageTooLarge(
             f"the image is {width}x{height} px; the limit is {limits.max_side_px} px a side and "
             f"{limits.max_pixels / 1e6:.0f} megapixels: scale it down first"
         )
@@ -61,14 +69,14 @@ def _open_bytes(data: bytes, limits: Limits) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
-        raise PreprocessError(f"not a PNG, JPEG or WebP image ({len(data)} bytes)") from None
+        raise UnsupportedImage(f"not a PNG, JPEG or WebP image ({len(data)} bytes)") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise PreprocessError(f"the image cannot be read: {err}") from None
     # The header's declared size is checked before any pixel is decoded: this is what stops
     # decompression bombs (a tiny file that inflates to gigabytes).
     _check_size(*image.size, limits)
     if getattr(image, "n_frames", 1) > 1:
-        raise PreprocessError("animated images are not supported: upload a single frame")
+        raise UnsupportedImage("animated images are not supported: upload a single frame")
     try:
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:

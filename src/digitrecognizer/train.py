@@ -358,6 +358,8 @@ def fit(
     if resume:
         run = restore_run(ckpt, steps_per_epoch)
         rng = ckpt["rng"]
+        # The checkpoint is the truth: drop log lines of an epoch that was killed before it was saved.
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in run.history))
     else:
         run = build_run(config, steps_per_epoch)
         if config.init_weights:
@@ -430,13 +432,14 @@ def fit(
         }
         run.history.append(record)
         run.epoch, run.step_in_epoch = epoch + 1, 0
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
         state = run.state()
         if val_acc >= run.best_val_acc:  # ties go to the later, longer-trained weights
             run.best_val_acc = val_acc
             atomic_torch_save(state, best_path)
         atomic_torch_save(state, last_path)
+        # Logged after the checkpoint: a line in the log always has a checkpoint behind it.
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
         if on_epoch_end is not None:
             on_epoch_end(run)
         tqdm.write(

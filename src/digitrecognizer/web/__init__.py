@@ -1,0 +1,1 @@
+"""The web app: FastAPI service and the drawing page."""

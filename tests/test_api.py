@@ -1,0 +1,233 @@
+"""The REST API through FastAPI's test client: every endpoint, every kind of bad input, concurrent feedback."""
+
+import base64
+import io
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from digitrecognizer import synth
+from digitrecognizer.store import FeedbackStore
+from digitrecognizer.web.app import Settings, create_app
+
+
+@pytest.fixture()
+def client(model_dir, tmp_path):
+    app = create_app(Settings(model=model_dir, db=tmp_path / "feedback.db"))
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def digit_png(mnist_test):
+    return synth.render_digit(mnist_test.images[0], np.random.default_rng(0), "white_on_black"), int(mnist_test.labels[0])
+
+
+def png_bytes(image: Image.Image, fmt="PNG", **kw) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kw)
+    return buffer.getvalue()
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["code"] == code and len(body["error"]["message"]) > 10
+    return body
+
+
+# -- the happy paths ------------------------------------------------------------------------------
+
+def test_predict_a_drawn_digit_as_multipart(client, digit_png):
+    png, label = digit_png
+    r = client.post("/api/predict", files={"image": ("d.png", png, "image/png")})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["digit"] == label and body["is_digit"] and not body["blank"]
+    assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-3
+    assert body["confidence"] == max(body["probabilities"])
+    seen = Image.open(io.BytesIO(base64.b64decode(body["input28"].split(",", 1)[1])))
+    assert seen.size == (28, 28)
+    assert body["model_version"] and body["elapsed_ms"] > 0
+
+
+def test_predict_accepts_a_json_data_url_and_bare_base64(client, digit_png):
+    png, label = digit_png
+    encoded = base64.b64encode(png).decode()
+    for image in ("data:image/png;base64," + encoded, encoded):
+        r = client.post("/api/predict", json={"image": image})
+        assert r.status_code == 200 and r.json()["digit"] == label
+
+
+def test_blank_canvas_gives_no_digit_and_no_guess(client):
+    r = client.post("/api/predict", files={"image": ("b.png", png_bytes(Image.new("L", (280, 280), 0)), "image/png")})
+    body = r.json()
+    assert r.status_code == 200 and body["digit"] is None and body["blank"] and not body["is_digit"]
+
+
+def test_read_returns_the_number_and_a_box_per_digit(client, mnist_test):
+    number = synth.render_number(list(mnist_test.images[:4]), list(mnist_test.labels[:4]), np.random.default_rng(1))
+    r = client.post("/api/read", files={"image": ("n.png", number.png, "image/png")})
+    body = r.json()
+    assert r.status_code == 200 and body["text"] == number.text
+    width = body["input_width"]
+    assert [len(d["box"]) for d in body["digits"]] == [4] * 4
+    assert all(0 <= d["box"][0] < d["box"][2] <= width for d in body["digits"])
+
+
+def test_health_and_model_card(client):
+    assert client.get("/api/health").json()["status"] == "ok"
+    card = client.get("/api/model").json()
+    assert card["metrics"]["test"]["accuracy"] > 0.99 and "temperature" in card and "history" not in card["training"]
+
+
+def test_page_and_its_files_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'data-testid="pad"' in page.text
+    for name in ("app.js", "style.css", "favicon.svg"):
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_openapi_documents_every_endpoint(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/predict", "/api/read", "/api/feedback", "/api/health", "/api/model"} <= set(paths)
+    assert {"multipart/form-data", "application/json"} <= set(paths["/api/predict"]["post"]["requestBody"]["content"])
+
+
+def test_security_headers_on_every_response(client, digit_png):
+    for response in (client.get("/"), client.get("/api/health"), client.post("/api/predict", json={"image": "x"}),
+                     client.get("/nope")):
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_page_has_no_inline_script_or_style(client):
+    page = client.get("/").text
+    assert "<script>" not in page and "<script src=" in page and "style=" not in page and "onclick" not in page
+
+
+# -- feedback --------------------------------------------------------------------------------------
+
+def test_feedback_is_stored_with_the_image_and_what_the_model_saw(client, digit_png, tmp_path):
+    png, label = digit_png
+    r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")},
+                    data={"predicted": str(label), "correct": "3"})
+    assert r.status_code == 201 and r.json()["stored"]
+    with FeedbackStore(tmp_path / "feedback.db") as store:
+        record = store.get(r.json()["id"])
+    assert record.correct == 3 and record.predicted == label and record.image == png
+    assert record.input28.shape == (28, 28) and record.input28.max() > 200
+
+
+def test_feedback_as_json(client, digit_png):
+    png, _ = digit_png
+    r = client.post("/api/feedback", json={"image": base64.b64encode(png).decode(), "correct": 7, "predicted": None})
+    assert r.status_code == 201
+
+
+@pytest.mark.parametrize("correct", ["10", "-1", "seven", "3.5", ""])
+def test_feedback_label_outside_0_to_9_is_refused_and_nothing_stored(client, digit_png, tmp_path, correct):
+    png, _ = digit_png
+    r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": correct})
+    assert_error(r, 422, "invalid_label" if correct else "missing_field")
+    with FeedbackStore(tmp_path / "feedback.db") as store:
+        assert store.count() == 0
+
+
+def test_concurrent_feedback_is_all_stored_with_distinct_ids(client, digit_png, tmp_path):
+    png, _ = digit_png
+
+    def post(k):
+        return client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": str(k % 10)})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(50)))
+    assert all(r.status_code == 201 for r in responses)
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 50
+    with FeedbackStore(tmp_path / "feedback.db") as store:
+        assert store.count() == 50
+
+
+def test_read_only_database_gives_503_for_feedback_while_predictions_still_work(model_dir, tmp_path, digit_png):
+    png, label = digit_png
+    db = tmp_path / "ro.db"
+    FeedbackStore(db).close()
+    url = f"sqlite:///file:{db}?mode=ro&uri=true"  # read-only even for root, who ignores file permissions
+    os.chmod(db, stat.S_IRUSR)
+    with TestClient(create_app(Settings(model=model_dir, db=url))) as client:
+        r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"})
+        assert_error(r, 503, "store_unavailable")
+        assert client.post("/api/predict", files={"image": ("d.png", png, "image/png")}).json()["digit"] == label
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+def test_missing_image_field(client):
+    assert_error(client.post("/api/predict", files={"picture": ("d.png", b"x", "image/png")}), 422, "missing_field")
+    assert_error(client.post("/api/predict", json={"img": "abc"}), 422, "missing_field")
+
+
+def test_wrong_content_type(client):
+    assert_error(client.post("/api/predict", content=b"hello", headers={"content-type": "text/plain"}),
+                 415, "unsupported_content_type")
+
+
+@pytest.mark.parametrize("data, status, code", [
+    (b"", 400, "bad_image"),
+    (b"definitely not an image", 415, "not_an_image"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", 415, "not_an_image"),
+    (os.urandom(3000), 415, "not_an_image"),
+])
+def test_not_an_image(client, data, status, code):
+    assert_error(client.post("/api/predict", files={"image": ("x.png", data, "image/png")}), status, code)
+
+
+def test_corrupt_png(client, digit_png):
+    png, _ = digit_png
+    assert_error(client.post("/api/predict", files={"image": ("t.png", png[: len(png) // 2], "image/png")}),
+                 400, "bad_image")
+
+
+def test_bad_base64_and_bad_json(client):
+    assert_error(client.post("/api/predict", json={"image": "data:image/png;base64,@@@"}), 400, "bad_base64")
+    assert_error(client.post("/api/predict", content=b"{not json", headers={"content-type": "application/json"}),
+                 400, "bad_json")
+
+
+def test_pixel_bomb_is_refused_with_413(client):
+    bomb = png_bytes(Image.new("1", (5000, 5000), 0), optimize=True)  # ~3 kB that would decode to 25 MP
+    assert len(bomb) < 100_000
+    assert_error(client.post("/api/predict", files={"image": ("b.png", bomb, "image/png")}), 413, "too_large")
+
+
+def test_body_over_the_limit_is_refused_with_413(client):
+    big = b"\0" * 6_000_000
+    assert_error(client.post("/api/predict", files={"image": ("big.png", big, "image/png")}), 413, "too_large")
+
+
+def test_animated_gif_and_tiff_are_refused(client):
+    frames = [Image.new("L", (40, 40), c) for c in (0, 255)]
+    gif = png_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    tiff = png_bytes(Image.new("L", (40, 40), 255), "TIFF")
+    for data in (gif, tiff):
+        assert_error(client.post("/api/predict", files={"image": ("x", data, "image/png")}), 415, "not_an_image")
+
+
+def test_unknown_route_and_method_get_json_errors(client):
+    assert_error(client.get("/api/nothing"), 404, "not_found")
+    assert_error(client.get("/api/predict"), 405, "method_not_allowed")
+
+
+def test_server_keeps_serving_after_bad_input(client, digit_png):
+    png, label = digit_png
+    for data in (b"", b"junk", png[:100]):
+        client.post("/api/predict", files={"image": ("x.png", data, "image/png")})
+    assert client.post("/api/predict", files={"image": ("d.png", png, "image/png")}).json()["digit"] == label
