@@ -231,7 +231,7 @@ def parse_digit(value, name: str, required: bool) -> int | None:
 
 
 def digit_out(p: Prediction) -> dict:
-    return p.to_dict()
+    return {**p.to_dict(), "input28": None if p.blank else png_data_url(p.input28)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,8 +303,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rec: Recognizer = request.app.state.recognizer
         started = time.perf_counter()
         p = await run_in_threadpool(run_recognizer, rec.predict, data)
-        return {**digit_out(p), "input28": None if p.blank else png_data_url(p.input28),
-                "model_version": rec.version, "elapsed_ms": round(1000 * (time.perf_counter() - started), 2)}
+        return {**digit_out(p), "model_version": rec.version, "elapsed_ms": round(1000 * (time.perf_counter() - started), 2)}
 
     @app.post("/api/read", response_model=schemas.ReadOut, responses=ERROR_RESPONSES,
               openapi_extra={"requestBody": IMAGE_BODY}, summary="Read a number written as digits side by side")

@@ -23,10 +23,10 @@ class DigitOut(BaseModel):
     blank: bool = Field(description="true when there is no ink at all")
     novelty: float = Field(description="distance from the digits seen in training (higher: less digit-like)")
     box: list[int] | None = Field(None, description="left, top, right, bottom in the input's pixels")
+    input28: str | None = Field(None, description="the 28x28 image the model saw, as a PNG data URL (null when blank)")
 
 
 class PredictOut(DigitOut):
-    input28: str | None = Field(description="the 28x28 image the model saw, as a PNG data URL (null when blank)")
     model_version: str
     elapsed_ms: float = Field(description="server-side time for decoding, preprocessing and the model")
 

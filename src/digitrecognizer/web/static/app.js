@@ -7,13 +7,14 @@
   const PAD_SIZES = { digit: [280, 280], number: [640, 240] };
   const INK = "#ffffff";
   const PAPER = "#000000";         // white on black, like MNIST; the PNG is opaque so the server sees a real image
+  const BLANK_PREVIEW = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///ywAAAAAAQABAAACAUwAOw==";  // 1x1 black
 
   const $ = (id) => document.getElementById(id);
   const pad = $("pad"), overlay = $("overlay"), padWrap = $("pad-wrap");
   const ctx = pad.getContext("2d"), octx = overlay.getContext("2d");
   const result = $("result"), predictionEl = $("prediction"), confidenceEl = $("confidence");
   const stateText = $("state-text"), barsEl = $("bars"), preview = $("preview");
-  const numberWrap = $("number-wrap"), numberEl = $("number");
+  const numberWrap = $("number-wrap"), numberEl = $("number"), piecesEl = $("pieces");
   const feedbackStatus = $("feedback-status"), feedbackKeys = $("feedback-keys");
   const brush = $("brush"), upload = $("upload");
 
@@ -61,7 +62,7 @@
       const pct = p >= 0.995 ? "100%" : p < 0.001 ? "0%" : `${(100 * p).toFixed(p < 0.1 ? 1 : 0)}%`;
       li.querySelector(".bar-value").textContent = pct;
       li.setAttribute("aria-label", `${d}: ${pct}`);
-      li.classList.toggle("top", d === top && p > 0);
+      li.classList.toggle("lead", d === top && p > 0);
     });
   }
 
@@ -81,8 +82,9 @@
     predictionEl.textContent = "";
     confidenceEl.textContent = "";
     numberEl.textContent = "";
+    piecesEl.replaceChildren();
     showBars(null);
-    preview.removeAttribute("src");
+    preview.src = BLANK_PREVIEW;
     clearOverlay();
     setFeedbackEnabled(false);
     setState("empty", state.mode === "digit" ? "Draw a digit: the answer appears as you draw."
@@ -91,7 +93,7 @@
 
   function showDigit(answer) {
     state.lastDigit = answer.digit;
-    if (answer.input28) preview.src = answer.input28; else preview.removeAttribute("src");
+    preview.src = answer.input28 || BLANK_PREVIEW;
     showBars(answer.blank ? null : answer.probabilities);
     if (answer.blank) { showEmpty(); return; }
     setFeedbackEnabled(true);
@@ -111,17 +113,28 @@
     predictionEl.textContent = "";
     confidenceEl.textContent = "";
     setFeedbackEnabled(false);
-    const first = answer.digits[0];
-    showBars(answer.digits.length === 1 && first ? first.probabilities : null);
-    preview.removeAttribute("src");
     drawBoxes(answer);
+    // Each digit as the model saw it, with what it read and how sure it is.
+    piecesEl.replaceChildren(...answer.digits.map((d) => {
+      const li = document.createElement("li");
+      const img = document.createElement("img");
+      img.src = d.input28 || BLANK_PREVIEW;
+      img.alt = d.is_digit ? `read as ${d.digit}` : "not a digit";
+      img.width = img.height = 56;
+      const caption = document.createElement("span");
+      caption.textContent = `${d.is_digit ? d.digit : "?"} · ${(100 * d.confidence).toFixed(0)}%`;
+      li.append(img, caption);
+      li.classList.toggle("unsure", !d.is_digit);
+      return li;
+    }));
     if (!answer.digits.length) { showEmpty(); return; }
     const unsure = answer.digits.filter((d) => !d.is_digit).length;
     setState(unsure ? "not-digit" : "digit",
              unsure ? `${unsure} mark${unsure > 1 ? "s" : ""} (?) did not look like a digit.` : "");
     if (!unsure) {
       const mean = answer.digits.reduce((s, d) => s + d.confidence, 0) / answer.digits.length;
-      confidenceEl.textContent = `${answer.digits.length} digits, ${(100 * mean).toFixed(0)}% sure on average`;
+      confidenceEl.textContent = `${answer.digits.length} digit${answer.digits.length > 1 ? "s" : ""}, ` +
+        `${(100 * mean).toFixed(0)}% sure on average`;
     }
   }
 
@@ -341,6 +354,7 @@
     pad.height = overlay.height = h;
     padWrap.classList.toggle("wide", mode === "number");
     numberWrap.hidden = mode !== "number";
+    result.dataset.mode = mode;
     $("pad-hint").textContent = mode === "digit" ? "one digit, as large as you like" : "a number, digits side by side";
     $("feedback").hidden = mode !== "digit";
     clearPad();
