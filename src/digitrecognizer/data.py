@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .card import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,6 @@ def default_data_dir() -> Path:
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir).expanduser() if data_dir else default_data_dir()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _find(data_dir: Path, stem: str) -> Path:
@@ -143,7 +136,7 @@ def warn_on_checksum_mismatch(*paths: Path) -> None:
     """A user's own copy is trusted, with a warning, when it differs from the official bytes."""
     for path in paths:
         official = OFFICIAL_SHA256.get(path.name if path.suffix == ".gz" else path.name + ".gz")
-        if path.suffix == ".gz" and official and sha256_of(path) != official:
+        if path.suffix == ".gz" and official and sha256_file(path) != official:
             log.warning("%s: sha256 differs from the official file; using it as given", path)
 
 
@@ -169,7 +162,7 @@ def download(data_dir: str | os.PathLike | None, mirrors: tuple[str, ...] = MIRR
     failures = []
     for name, official in OFFICIAL_SHA256.items():
         target = data_dir / name
-        if target.is_file() and sha256_of(target) == official:
+        if target.is_file() and sha256_file(target) == official:
             log.info("%s: present, checksum ok", name)
             continue
         errors = []
@@ -194,7 +187,7 @@ def _fetch_verified(url: str, target: Path, sha256: str) -> None:
             with urllib.request.urlopen(url, timeout=60) as response:
                 shutil.copyfileobj(response, tmp)
             tmp.close()
-            got = sha256_of(Path(tmp.name))
+            got = sha256_file(Path(tmp.name))
             if got != sha256:
                 raise DataError(f"checksum mismatch (got {got[:12]}…, expected {sha256[:12]}…)")
             os.replace(tmp.name, target)
