@@ -83,7 +83,7 @@ def test_jpeg_and_webp_are_read(mnist_test):
         assert preprocess.to_mnist_image(png(image, fmt)) is not None
 
 
-@pytest.mark.parametrize("size", [(4097, 10), (10, 4097), (4001, 4001)])
+@pytest.mark.parametrize("size", [(4097, 10), (10, 4097), (4001, 4001), (20000, 20000)])
 def test_images_over_the_size_limit_are_refused_before_decoding(size):
     bomb = png(Image.new("1", size, 0), optimize=True)  # a few kilobytes that would inflate to megapixels
     with pytest.raises(PreprocessError, match="limit is 4096 px a side and 16 megapixels"):

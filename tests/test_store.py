@@ -209,3 +209,17 @@ def test_a_read_only_database_refuses_writes_as_unavailable_but_still_reads(db):
     finally:
         folder.chmod(stat.S_IRWXU)
         db.chmod(0o644)
+
+
+def test_an_in_memory_database_is_shared_by_threads():
+    import threading
+
+    store = FeedbackStore("sqlite:///:memory:")
+    threads = [threading.Thread(target=store.add, args=(b"x", np.zeros((28, 28), np.uint8), None, 4, "t"))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count() == 4
+    store.close()

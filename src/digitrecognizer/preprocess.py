@@ -68,6 +68,10 @@ def _open_bytes(data: bytes, limits: Limits) -> Image.Image:
         raise PreprocessError("the image is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError:  # Pillow's own guard fires in open() for the very largest headers
+        raise ImageTooLarge(f"the image declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
+                            f"the limit is {limits.max_side_px} px a side and {limits.max_pixels / 1e6:.0f} "
+                            "megapixels: scale it down first") from None
     except UnidentifiedImageError:
         raise UnsupportedImage(f"not a PNG, JPEG or WebP image ({len(data)} bytes)") from None
     except (OSError, ValueError, SyntaxError) as err:

@@ -73,7 +73,12 @@ class FeedbackStore:
         with self._guard("opening"):
             if parsed.get_backend_name() == "sqlite":
                 parsed = _prepare_sqlite_file(parsed)
-            self.engine: Engine = sa.create_engine(parsed)
+            if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+                # One in-memory database shared by all threads (each connection would otherwise get its own).
+                self.engine: Engine = sa.create_engine(parsed, poolclass=sa.pool.StaticPool,
+                                                       connect_args={"check_same_thread": False})
+            else:
+                self.engine = sa.create_engine(parsed)
             if self.engine.dialect.name == "sqlite":
                 _configure_sqlite(self.engine)
         self._writer = self.engine.execution_options(for_write=True)

@@ -1,0 +1,166 @@
+"""Benchmark: the real server under load, driven by wrk from a separate process on loopback.
+
+Starts `digitrecognizer serve --workers N` (uvicorn, N worker processes), then sends real canvas PNGs to
+/api/predict and /api/read from C concurrent connections for a bounded number of requests, and reports
+requests/s, latency percentiles, errors, and the server's memory (all its processes) at start and end.
+With --flask it does the same against a minimal Flask app serving the original architecture the way the
+original project did (Flask's own threaded server, one request per prediction).
+
+Why wrk: it is a C load generator using a few threads, so on a 2-core machine it takes far less CPU away
+from the server than a Python client would, and it measures latency with HDR histograms. A Lua script
+posts the multipart body and prints the percentiles as JSON.
+
+    python benchmarks/load.py --data-dir ../shared/data/mnist [--seconds 100] [--connections 16] [--workers 2]
+    python benchmarks/load.py --data-dir ../shared/data/mnist --flask --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from digitrecognizer import data, synth
+
+BOUNDARY = "digitrecognizerloadtest"
+LUA = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "multipart/form-data; boundary=BOUNDARY"
+local f = io.open("BODY", "rb"); wrk.body = f:read("*all"); f:close()
+done = function(summary, latency, requests)
+  io.write(string.format('{"requests": %d, "duration_us": %d, "errors": {"connect": %d, "read": %d, "write": %d, ' ..
+    '"status": %d, "timeout": %d}, "p50_ms": %.3f, "p95_ms": %.3f, "p99_ms": %.3f, "max_ms": %.3f}\n',
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read, summary.errors.write,
+    summary.errors.status, summary.errors.timeout, latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (uvicorn's workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total_kb, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            pass
+        stack += children.get(p, [])
+    return total_kb / 1024
+
+
+def multipart(png: bytes) -> bytes:
+    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"canvas.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def wait_healthy(url: str, path: str, timeout_s: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up in {timeout_s} s")
+
+
+def run_wrk(url: str, body: Path, seconds: int, connections: int, threads: int, workdir: Path) -> dict:
+    script = workdir / "post.lua"
+    script.write_text(LUA.replace("BOUNDARY", BOUNDARY).replace("BODY", str(body)))
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s",
+                          str(script), url], capture_output=True, text=True, timeout=seconds + 60)
+    line = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if not line:
+        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+    result = json.loads(line[-1])
+    result["requests_per_s"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["error_count"] = sum(result["errors"].values())
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--seconds", type=int, default=100, help="duration of the /api/predict run (read: a fifth)")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes (2 cores: 2)")
+    parser.add_argument("--flask", action="store_true", help="load the original-style Flask app instead")
+    parser.add_argument("--flask-model", type=Path, default=Path("benchmarks/results/runs/seed/best.pt"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    test = data.load_split(args.data_dir, "test")
+    png = synth.render_digit(test.images[0], np.random.default_rng(0), "white_on_black")
+    number = synth.render_number(list(test.images[:4]), list(test.labels[:4]), np.random.default_rng(0)).png
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "digit.body").write_bytes(multipart(png))
+        (tmp / "number.body").write_bytes(multipart(number))
+        if args.flask:
+            command = [sys.executable, str(Path(__file__).parent / "flask_original.py"), "--port", str(port),
+                       "--weights", str(args.flask_model)]
+            name, endpoints = "flask-original", [("/predict", "digit.body", args.seconds)]
+        else:
+            command = [sys.executable, "-m", "digitrecognizer.cli", "serve", "--port", str(port),
+                       "--workers", str(args.workers), "--db", str(tmp / "feedback.db")]
+            name = f"digitrecognizer-{args.workers}-workers"
+            endpoints = [("/api/predict", "digit.body", args.seconds),
+                         ("/api/read", "number.body", max(1, args.seconds // 5))]
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            wait_healthy(url, "/health" if args.flask else "/api/health")
+            # Warm up every worker (ONNX sessions, lazy imports) before measuring memory and latency.
+            run_wrk(url + endpoints[0][0], tmp / endpoints[0][1], 2, args.connections, 2, tmp)
+            result = {"server": name, "connections": args.connections, "memory_start_mb": tree_rss_mb(server.pid)}
+            for path, body, seconds in endpoints:
+                r = run_wrk(url + path, tmp / body, seconds, args.connections, 2, tmp)
+                result[path] = r
+                print(f"{name} {path}: {r['requests']} requests at {r['requests_per_s']:.0f}/s, p50 {r['p50_ms']:.1f} ms, "
+                      f"p95 {r['p95_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['error_count']}", flush=True)
+            result["memory_end_mb"] = tree_rss_mb(server.pid)
+            print(f"{name} memory (all processes): {result['memory_start_mb']:.0f} MB at start, "
+                  f"{result['memory_end_mb']:.0f} MB at end")
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"load_{name}.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Faults and load against the real server: a SIGKILL loses no acknowledged correction, a full disk gives 503,
+hostile uploads get a fast 4xx, and a short burst of concurrent clients sees no error."""
+
+import io
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import event
+
+from digitrecognizer import synth
+from digitrecognizer.store import FeedbackStore
+from digitrecognizer.web.app import Settings, create_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir: Path, db: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "digitrecognizer.cli", "serve", "--port", str(port),
+                                "--workers", str(workers), "--model", str(model_dir), "--db", str(db)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    pytest.fail("server did not start")
+
+
+def kill(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)  # the whole group: uvicorn's workers die with it, unwarned
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def digit_png(mnist_test):
+    return synth.render_digit(mnist_test.images[0], np.random.default_rng(0), "white_on_black")
+
+
+def test_sigkill_while_clients_post_feedback_loses_no_acknowledged_write(model_dir, tmp_path, digit_png):
+    db = tmp_path / "feedback.db"
+    process, url = start_server(model_dir, db, workers=2)
+    acknowledged: list[int] = []
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        with httpx.Client(timeout=5) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post(url + "/api/feedback", files={"image": ("d.png", digit_png, "image/png")},
+                               data={"correct": str(k)})
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 201:
+                    acknowledged.append(r.json()["id"])
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(acknowledged) < 40 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    kill(process)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(acknowledged) >= 40
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    process, url = start_server(model_dir, db)  # restarts cleanly on the same database
+    try:
+        with FeedbackStore(db) as store:
+            assert all(store.get(i) is not None for i in acknowledged)
+        assert httpx.post(url + "/api/feedback", files={"image": ("d.png", digit_png, "image/png")},
+                          data={"correct": "1"}).status_code == 201
+    finally:
+        kill(process)
+
+
+def test_full_disk_gives_503_for_feedback_and_predictions_carry_on(model_dir, tmp_path, digit_png):
+    app = create_app(Settings(model=model_dir, db=tmp_path / "full.db"))
+    with TestClient(app) as client:
+        engine = app.state.store.engine
+        pages = sqlite3.connect(tmp_path / "full.db").execute("PRAGMA page_count").fetchone()[0]
+
+        @event.listens_for(engine, "connect")
+        def disk_full(dbapi_conn, _):  # SQLite's own "database or disk is full" once the file may not grow
+            dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+        engine.dispose()
+        r = client.post("/api/feedback", files={"image": ("d.png", digit_png * 3, "image/png")},
+                        data={"correct": "2"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+        assert "full" in r.json()["error"]["message"]
+        assert client.post("/api/predict", files={"image": ("d.png", digit_png, "image/png")}).status_code == 200
+
+
+def _huge_jpeg() -> bytes:
+    """A real 8x8 JPEG whose header is edited to declare 60000 x 60000 pixels."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_hostile_uploads_get_a_fast_4xx_and_the_server_stays_up(model_dir, tmp_path, digit_png):
+    process, url = start_server(model_dir, tmp_path / "f.db")
+    frames = [Image.new("L", (64, 64), c) for c in (0, 255)]
+    gif, tiff, bomb = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
+    Image.new("L", (64, 64)).save(tiff, "TIFF")
+    Image.new("1", (20000, 20000)).save(bomb, "PNG", optimize=True)
+    corpus = {
+        "truncated.png": (digit_png[:300], 400), "bomb.png": (bomb.getvalue(), 413), "huge.jpg": (_huge_jpeg(), 413),
+        "animated.gif": (gif.getvalue(), 415), "scan.tiff": (tiff.getvalue(), 415),
+        "script.svg": (b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", 415),
+        "empty.png": (b"", 400), "random.bin": (os.urandom(20_000), 415),
+    }
+    try:
+        with httpx.Client(timeout=10) as c:
+            for name, (payload, status) in corpus.items():
+                started = time.perf_counter()
+                r = c.post(url + "/api/predict", files={"image": (name, payload, "application/octet-stream")})
+                assert r.status_code == status, (name, r.text)
+                assert r.json()["error"]["message"] and time.perf_counter() - started < 5, name
+
+            # 50 MB streamed without a Content-Length: cut off at the 5 MB limit, not read to the end.
+            def body():
+                head = b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n\r\n"
+                yield head
+                for _ in range(50):
+                    yield b"\0" * 1_000_000
+                yield b"\r\n--b--\r\n"
+
+            r = c.post(url + "/api/predict", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
+            assert r.status_code == 413
+            assert c.post(url + "/api/predict", files={"image": ("d.png", digit_png, "image/png")}).status_code == 200
+    finally:
+        kill(process)
+
+
+def test_a_burst_of_concurrent_clients_sees_no_error(model_dir, tmp_path, digit_png, mnist_test):
+    """The short version of benchmarks/load.py: 16 clients, 400 requests, every one answered right."""
+    number = synth.render_number(list(mnist_test.images[:3]), list(mnist_test.labels[:3]), np.random.default_rng(0))
+    process, url = start_server(model_dir, tmp_path / "l.db", workers=2)
+    try:
+        def post(k: int):
+            with httpx.Client(timeout=30) as c:
+                if k % 5 == 0:
+                    return c.post(url + "/api/read", files={"image": ("n.png", number.png, "image/png")}).json()["text"]
+                return c.post(url + "/api/predict", files={"image": ("d.png", digit_png, "image/png")}).json()["digit"]
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(post, range(400)))
+        assert answers.count(number.text) == 80
+        assert answers.count(int(mnist_test.labels[0])) == 320
+    finally:
+        kill(process)
