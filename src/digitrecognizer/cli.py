@@ -141,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .web.app import Settings, serve
 
     settings = Settings(model=args.model, db=args.db)
-    serve(settings, host=args.host, port=args.port, workers=args.workers)
+    serve(settings, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
     return 0
 
 
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
     p.add_argument("--db", help="feedback database: a file path or sqlite:///... URL (default: in your data folder)")
+    p.add_argument("--access-log", action="store_true", help="log one line per request (off: it costs throughput)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("feedback", help="list or export the corrections users sent from the app",
