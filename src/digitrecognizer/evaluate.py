@@ -233,7 +233,8 @@ def _report_markdown(card, m: dict, has_history: bool, extra_sections: list[str]
         ]
     if card.not_digit:
         nd = card.not_digit
-        lines += ["", f"Not-a-digit threshold: top probability < {nd['min_confidence']} "
+        novelty = f" or novelty > {nd['max_novelty']}" if "max_novelty" in nd else ""
+        lines += ["", f"Not a digit when the top probability < {nd['min_confidence']}{novelty} "
                       f"(accepts {nd['validation_digits_accepted']:.2%} of validation digits, refuses "
                       f"{nd['rendered_non_digits_refused']:.1%} of {nd['rendered_non_digits']} rendered non-digits)."]
     lines += ["", "## Per class", "", "| digit | precision | recall | F1 | support |", "|---|---|---|---|---|"]

@@ -159,7 +159,7 @@ def export(run_dir: Path, out_dir: Path, data_dir: Path | None, checkpoint: str 
                 "seconds": round(last["train_seconds"], 1),
                 "epochs": last["epoch"],
                 "epoch_exported": ckpt["epoch"],
-                "best_val_acc": ckpt["best_val_acc"],
+                "best_val_acc": max(h["val_acc"] for h in history),
                 "config": ckpt["config"],
                 "data_sha256": {p.name: sha256_file(p) for p in sorted(data_dir_resolved.glob("*-ubyte*"))},
                 "environment": environment(),

@@ -452,9 +452,10 @@ def fit(
         }
         run.history.append(record)
         run.epoch, run.step_in_epoch = epoch + 1, 0
+        improved = val_acc >= run.best_val_acc  # ties go to the later, longer-trained weights
+        run.best_val_acc = max(run.best_val_acc, val_acc)
         state = run.state()
-        if val_acc >= run.best_val_acc:  # ties go to the later, longer-trained weights
-            run.best_val_acc = val_acc
+        if improved:
             atomic_torch_save(state, best_path)
         atomic_torch_save(state, last_path)
         # Logged after the checkpoint: a line in the log always has a checkpoint behind it.
