@@ -16,7 +16,7 @@ from digitrecognizer.recognizer import Recognizer
 @pytest.fixture(scope="module")
 def exported(mnist_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
-    config = train.preset_config("quick", limit_train=1500, epochs=1, threads=2)
+    config = train.preset_config("quick", limit_train=4000, epochs=2, threads=2)
     train.fit(config, folder / "run", mnist_dir, progress=False, command="digitrecognizer train --preset quick")
     card = export.export(folder / "run", folder / "export", mnist_dir)
     return folder / "export", card

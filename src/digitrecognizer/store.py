@@ -6,6 +6,7 @@ import contextlib
 import os
 import struct
 import tempfile
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -74,9 +75,11 @@ class FeedbackStore:
             if parsed.get_backend_name() == "sqlite":
                 parsed = _prepare_sqlite_file(parsed)
             if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
-                # One in-memory database shared by all threads (each connection would otherwise get its own).
+                # One in-memory database shared by all threads (each connection would otherwise get its own);
+                # its single connection takes one transaction at a time, so the store serialises access.
                 self.engine: Engine = sa.create_engine(parsed, poolclass=sa.pool.StaticPool,
                                                        connect_args={"check_same_thread": False})
+                self._serial = threading.Lock()
             else:
                 self.engine = sa.create_engine(parsed)
             if self.engine.dialect.name == "sqlite":
@@ -177,10 +180,13 @@ class FeedbackStore:
                 f"only knows up to version {SCHEMA_VERSION}: upgrade digitrecognizer or use another --db"
             )
 
+    _serial: contextlib.AbstractContextManager = contextlib.nullcontext()
+
     @contextlib.contextmanager
     def _guard(self, action: str) -> Iterator[None]:
         try:
-            yield
+            with self._serial:
+                yield
         except (exc.OperationalError, exc.TimeoutError, OSError) as err:
             reason = getattr(err, "orig", None) or err
             raise StoreUnavailable(f"feedback database {self.location}: {action} failed: {reason}") from err
