@@ -101,6 +101,15 @@ def export_onnx(graph: ServingGraph, path: Path) -> None:
                                 dynamic_shapes={"images": {0: batch}}, dynamo=True, verbose=False)
     program.optimize()
     program.save(str(path))
+    # The exporter annotates each node with the Python stack that made it: file paths of the machine that
+    # exported. They mean nothing to users, so the shipped file goes without them.
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    onnx.save(model, str(path))
 
 
 def parity(model: nn.Module, onnx_path: Path, images: np.ndarray, temperature: float) -> float:
