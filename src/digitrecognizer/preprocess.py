@@ -211,7 +211,8 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
     peak = float(ink.max())
     if peak < 0.15:  # no contrast anywhere: a blank page, whatever its colour
         return np.zeros_like(ink)
-    cut = _otsu(ink / peak) * peak
+    # Otsu on every other pixel in each direction: the same histogram shape at a quarter of the cost.
+    cut = _otsu(ink[::2, ::2] / peak) * peak
     # Scale so the core of the strokes is full ink (as in MNIST), robust to a few hot pixels.
     core = float(np.percentile(ink[ink > cut], 90)) if (ink > cut).any() else peak
     ink = np.clip(ink / max(core, 1e-6), 0.0, 1.0)
@@ -236,17 +237,21 @@ def _otsu(values: np.ndarray, bins: int = 64) -> float:
     return float(centers[int(np.argmax(between))])
 
 
+EIGHT_CONNECTED = np.ones((3, 3), bool)  # diagonal neighbours belong together: thin slanted strokes
+
+
 def _components(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice]], np.ndarray]:
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     return labels, ndimage.find_objects(labels), areas
 
 
 def _keep_significant(mask: np.ndarray) -> np.ndarray:
     """Drop specks: components smaller than 2% of the largest (dust, sensor noise, stray dots)."""
-    labels, _, areas = _components(mask)
-    if len(areas) == 0:
+    labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    if count == 0:
         return mask
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     keep = np.concatenate([[False], areas >= max(2, 0.02 * areas.max())])
     return keep[labels]  # a lookup table: much faster than np.isin on every pixel
 
