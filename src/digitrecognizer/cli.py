@@ -7,8 +7,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
@@ -70,6 +68,8 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from . import data
 
     for split in data.SPLITS:
