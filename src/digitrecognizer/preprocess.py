@@ -383,6 +383,7 @@ class Atom:
 
 MAX_ATOMS_PER_DIGIT = 3  # a digit drawn in up to three separate strokes side by side (a broken 0, an open 4)
 MAX_DIGITS_PER_ATOM = 4  # touching digits: at most four joined in one stroke
+MIN_DIGIT_WIDTH = 0.55  # a split is only proposed if each piece would be at least this wide (share of height)
 MAX_GAP = 0.2  # strokes of one digit are at most this far apart (share of the digit's height)
 
 
@@ -437,7 +438,7 @@ def segment_digits(gray: np.ndarray, scale: float = 1.0) -> tuple[int, list[Cand
         width, height = atom.right - atom.left, max(atom.bottom - atom.top, typical_height)
         profile = atom.mask[:, atom.left : atom.right].sum(0)
         for count in range(2, MAX_DIGITS_PER_ATOM + 1):
-            if width < 0.55 * count * height:
+            if width < MIN_DIGIT_WIDTH * count * height:
                 break  # too narrow for this many digits side by side
             cuts = _cuts(profile, count)
             pieces = []
