@@ -12,12 +12,6 @@ from . import preprocess
 from .card import ModelCard, ModelError, load_card
 
 
-# Scores of a candidate digit when reading numbers (chosen on numbers rendered from the validation split:
-# benchmarks/tune_segmentation.py).
-DIGIT_PRIOR_LOG = 0.0
-NOT_DIGIT_LOG = -1.0
-
-
 @dataclass(frozen=True)
 class Prediction:
     digit: int | None  # None when the input is blank or not a digit
@@ -47,6 +41,29 @@ class NumberReading:
         return bool(self.digits) and all(d.is_digit for d in self.digits)
 
 
+@dataclass(frozen=True)
+class NumberScoring:
+    """How `read_number` weighs candidate digits against each other. A chain of candidates scores the sum of
+    `score(p)` over its digits; the highest chain wins. Chosen on numbers rendered from the validation split
+    (benchmarks/tune_segmentation.py)."""
+
+    # Each digit's log-confidence counts, but calibrated confidence alone favours merging: strokes of two
+    # digits read as one are often still read confidently, and one term beats two. Novelty (distance from
+    # every digit class) is what gives a merged "16" away: about 3.5 against 0.2-1 for real digits.
+    novelty_weight: float = 0.5
+    digit_prior_log: float = 0.5  # added per digit; > 0 favours more, smaller digits
+    not_digit_log: float = -1.0  # added when a candidate is not digit-like at all
+    # In a number a mark counts as a digit up to this multiple of the single-digit novelty limit: the person
+    # said they wrote digits, and pieces cut from a number sit further from MNIST than a digit drawn alone
+    # (on validation numbers, a factor of 1.25 or more turned 0.7% of numbers from '?' into right readings).
+    # All four values sit inside the plateau of best settings that tune_segmentation.py prints.
+    novelty_limit_factor: float = 1.5
+
+    def score(self, p: "Prediction") -> float:
+        return (float(np.log(max(p.confidence, 1e-6))) - self.novelty_weight * p.novelty
+                + self.digit_prior_log + (0.0 if p.is_digit else self.not_digit_log))
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = logits.astype(np.float64) / temperature
     z -= z.max(axis=1, keepdims=True)
@@ -64,7 +81,7 @@ class Recognizer:
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None,
-                 limits: preprocess.Limits | None = None):
+                 limits: preprocess.Limits | None = None, number_scoring: NumberScoring | None = None):
         self.card: ModelCard
         self.card, onnx_path = load_card(model)
         options = ort.SessionOptions()
@@ -81,6 +98,7 @@ class Recognizer:
         self.min_confidence = float(self.card.not_digit.get("min_confidence", 0.0))
         self.max_novelty = float(self.card.not_digit.get("max_novelty", np.inf))
         self.limits = limits or preprocess.Limits()
+        self.number_scoring = number_scoring or NumberScoring()
 
     @property
     def version(self) -> str:
@@ -109,18 +127,20 @@ class Recognizer:
         """Calibrated probabilities (N, 10) float32 for MNIST-format images (white on black, uint8)."""
         return softmax(self.scores_mnist(images)[0], self.temperature)
 
-    def _predict_inputs(self, inputs28: list[np.ndarray], boxes: list | None = None) -> list[Prediction]:
+    def _predict_inputs(self, inputs28: list[np.ndarray], boxes: list | None = None,
+                        max_novelty: float | None = None) -> list[Prediction]:
         logits, novelty = self.scores_mnist(np.stack(inputs28))
         probs = softmax(logits, self.temperature)
         boxes = boxes or [None] * len(inputs28)
-        return [self._decide(p, float(n), x, b) for p, n, x, b in zip(probs, novelty, inputs28, boxes)]
+        limit = self.max_novelty if max_novelty is None else max_novelty
+        return [self._decide(p, float(n), x, b, limit) for p, n, x, b in zip(probs, novelty, inputs28, boxes)]
 
     # -- any image ------------------------------------------------------------------------------
 
-    def _decide(self, probs: np.ndarray, novelty: float, input28: np.ndarray, box=None) -> Prediction:
+    def _decide(self, probs: np.ndarray, novelty: float, input28: np.ndarray, box, max_novelty: float) -> Prediction:
         top = int(np.argmax(probs))
         confidence = float(probs[top])
-        is_digit = confidence >= self.min_confidence and novelty <= self.max_novelty
+        is_digit = confidence >= self.min_confidence and novelty <= max_novelty
         return Prediction(top if is_digit else None, probs, confidence, is_digit, input28, box, novelty=novelty)
 
     def _blank(self, box=None) -> Prediction:
@@ -141,30 +161,35 @@ class Recognizer:
         """Several digits written side by side, read left to right, each with its box.
 
         Segmentation proposes candidate digits (strokes merged or split); all are read in one batch, and the
-        chain of candidates covering every stroke with the highest total log-confidence wins (a small
-        dynamic programme), so a 0 drawn in two arcs reads as one 0, not as 1 and 1."""
+        chain of candidates covering every stroke with the highest total score wins (a small dynamic
+        programme, `NumberScoring`), so a 0 drawn in two arcs reads as one 0, not as 1 and 1."""
+        atom_count, candidates, readings = self.read_candidates(image)
+        return best_chain(atom_count, candidates, readings, self.number_scoring)
+
+    def read_candidates(self, image) -> tuple[int, list[preprocess.Candidate], list[list[Prediction]]]:
+        """Segmentation's candidate digits and the model's reading of each of their pieces, in one batch."""
         gray, scale = preprocess.decode(image, self.limits)
         atom_count, candidates = preprocess.segment_digits(gray, scale)
         if not candidates:
-            return NumberReading("", [])
+            return 0, [], []
         pieces = [piece for c in candidates for piece in c.pieces]
-        predictions = iter(self._predict_inputs([p.input28 for p in pieces], [p.box for p in pieces]))
-        best = [0.0] + [-np.inf] * atom_count
-        chosen: list = [None] * (atom_count + 1)
-        for candidate in sorted(candidates, key=lambda c: c.stop):
-            reading = [next(predictions) for _ in candidate.pieces]
-            score = best[candidate.start] + sum(_digit_score(p) for p in reading)
-            if score > best[candidate.stop]:
-                best[candidate.stop], chosen[candidate.stop] = score, (candidate.start, reading)
-        digits: list[Prediction] = []
-        stop = atom_count
-        while stop > 0 and chosen[stop] is not None:
-            stop, reading = chosen[stop]
-            digits = reading + digits
-        return NumberReading("".join(str(d.digit) if d.is_digit else "?" for d in digits), digits)
+        max_novelty = self.max_novelty * self.number_scoring.novelty_limit_factor
+        predictions = iter(self._predict_inputs([p.input28 for p in pieces], [p.box for p in pieces], max_novelty))
+        return atom_count, candidates, [[next(predictions) for _ in c.pieces] for c in candidates]
 
 
-def _digit_score(p: Prediction) -> float:
-    """How much a candidate reads as one real digit: its log-confidence, a fixed cost per digit (so a chain
-    of many small pieces does not win by default) and a penalty when it is not digit-like at all."""
-    return float(np.log(max(p.confidence, 1e-6))) + DIGIT_PRIOR_LOG + (0.0 if p.is_digit else NOT_DIGIT_LOG)
+def best_chain(atom_count: int, candidates: list[preprocess.Candidate], readings: list[list[Prediction]],
+               scoring: NumberScoring) -> NumberReading:
+    """The chain of candidates that covers atoms 0..atom_count with the highest total score."""
+    best = [0.0] + [-np.inf] * atom_count
+    chosen: list = [None] * (atom_count + 1)
+    for candidate, reading in sorted(zip(candidates, readings), key=lambda cr: cr[0].stop):
+        score = best[candidate.start] + sum(scoring.score(p) for p in reading)
+        if score > best[candidate.stop]:
+            best[candidate.stop], chosen[candidate.stop] = score, (candidate.start, reading)
+    digits: list[Prediction] = []
+    stop = atom_count
+    while stop > 0 and chosen[stop] is not None:
+        stop, reading = chosen[stop]
+        digits = reading + digits
+    return NumberReading("".join(str(d.digit) if d.is_digit else "?" for d in digits), digits)

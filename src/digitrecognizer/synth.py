@@ -73,8 +73,10 @@ class RenderedNumber:
 
 
 def render_number(digits28: list[np.ndarray], labels: list[int], rng: np.random.Generator,
-                  style: str = "black_on_white", height_px: int = 120) -> RenderedNumber:
-    """Digits side by side with random gaps (and slight vertical jitter), as someone writes a number."""
+                  style: str = "black_on_white", height_px: int = 120,
+                  gap_range: tuple[float, float] = (0.08, 0.45)) -> RenderedNumber:
+    """Digits side by side with random gaps (a share of the digit size; slight vertical jitter), as someone
+    writes a number."""
     side = int(height_px * rng.uniform(0.55, 0.8))
     pen = rng.uniform(-0.6, 0.6)
     inks = []
@@ -82,7 +84,7 @@ def render_number(digits28: list[np.ndarray], labels: list[int], rng: np.random.
         ink = pen_ink(d, side, pen)
         cols = np.flatnonzero(ink.max(0) > 0.1)
         inks.append(ink[:, cols[0] : cols[-1] + 1] if len(cols) else ink)
-    gaps = [int(rng.uniform(0.08, 0.45) * side) for _ in inks]
+    gaps = [int(rng.uniform(*gap_range) * side) for _ in inks]
     width = sum(i.shape[1] for i in inks) + sum(gaps) + side
     canvas = np.zeros((height_px + side // 2, width), np.float32)
     x = side // 2
