@@ -3,6 +3,7 @@
 import base64
 import io
 import os
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
@@ -231,3 +232,16 @@ def test_server_keeps_serving_after_bad_input(client, digit_png):
     for data in (b"", b"junk", png[:100]):
         client.post("/api/predict", files={"image": ("x.png", data, "image/png")})
     assert client.post("/api/predict", files={"image": ("d.png", png, "image/png")}).json()["digit"] == label
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_work_offline_from_the_package(client, page):
+    html = client.get(page).text
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+    assert assets, "the docs page loads its viewer"
+    for url in assets:
+        assert url.startswith("/"), f"{page} loads {url} from another site"
+        response = client.get(url)
+        assert response.status_code == 200 and len(response.content) > 10_000
+    csp = client.get(page).headers["content-security-policy"]
+    assert "http" not in csp

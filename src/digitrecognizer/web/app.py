@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -37,11 +38,11 @@ ENV_MODEL, ENV_DB = "DIGITRECOGNIZER_MODEL", "DIGITRECOGNIZER_DB"
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
             "connect-src 'self'; font-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
             "form-action 'self'")
-# FastAPI's /docs and /redoc pages load Swagger UI / ReDoc from a CDN and start them with an inline script;
-# they get a CSP that allows exactly that, and only on those two paths.
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-            "worker-src blob:; frame-ancestors 'none'; base-uri 'none'")
+# The /docs and /redoc pages (Swagger UI and ReDoc, served from this package by fastapi-offline, so they work
+# without internet) start with an inline script and inline styles; they get a CSP that allows exactly that,
+# and only on those two paths.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; worker-src blob:; frame-ancestors 'none'; base-uri 'none'")
 DOCS_PATHS = ("/docs", "/redoc")
 
 
@@ -254,7 +255,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.state.store is not None:
             app.state.store.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="DigitRecognizer", version=__version__, lifespan=lifespan,
         description="Handwritten digit recognition. Send a PNG, JPEG or WebP image as multipart field `image` or "
                     "as JSON `{\"image\": \"data:image/png;base64,...\"}`. Errors are JSON: "
