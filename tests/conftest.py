@@ -1,10 +1,12 @@
 """Shared fixtures: the local MNIST files, a model to test with, and a feedback database on each backend."""
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import uuid
@@ -133,6 +135,40 @@ def feedback_db(request, tmp_path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "data" / "feedback.db")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def read_only():
+    """`with read_only(feedback_db) as url:` the database is read-only, and `url` opens it so."""
+    return _read_only
+
+
+@contextlib.contextmanager
+def _read_only(feedback_db: str) -> Iterator[str]:
+    from digitrecognizer.store import FeedbackStore
+
+    with FeedbackStore(feedback_db) as store, store.engine.begin() as conn:  # the schema exists first
+        if conn.dialect.name == "postgresql":
+            # What a hot standby does after a failover: every transaction is read-only.
+            name = conn.exec_driver_sql("SELECT current_database()").scalar()
+            conn.exec_driver_sql(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    if feedback_db.startswith("postgresql://"):
+        yield feedback_db
+        return
+    db = Path(feedback_db)
+    folder = db.parent
+    db.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        try:
+            with open(db, "ab"):  # root ignores permissions: make SQLite itself open the file read-only instead
+                url = f"sqlite:///file:{db}?mode=ro&uri=true"
+        except PermissionError:
+            url = str(db)
+        yield url
+    finally:
+        folder.chmod(stat.S_IRWXU)
+        db.chmod(0o644)
 
 
 def _free_port() -> int:

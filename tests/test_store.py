@@ -1,12 +1,10 @@
 """Feedback store: what a correction must be to be kept, and that kept corrections survive and export intact.
 Tests that take `feedback_db` run on SQLite and on PostgreSQL (tests/conftest.py) with the same assertions."""
 
-import contextlib
 import multiprocessing
 import os
 import re
 import sqlite3
-import stat
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -239,33 +237,7 @@ def test_exporting_an_empty_store_writes_empty_arrays(store, tmp_path):
     assert read_idx(tmp_path / IDX_IMAGES, IMAGE_MAGIC).shape == (0, 28, 28)
 
 
-@contextlib.contextmanager
-def read_only(feedback_db: str):
-    """The database made read-only, and the URL that opens it so."""
-    if feedback_db.startswith("postgresql://"):
-        # What a hot standby does after a failover: every transaction is read-only.
-        with FeedbackStore(feedback_db) as store, store.engine.begin() as conn:
-            name = conn.exec_driver_sql("SELECT current_database()").scalar()
-            conn.exec_driver_sql(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
-        yield feedback_db
-        return
-    db = Path(feedback_db)
-    folder = db.parent
-    db.chmod(0o444)
-    folder.chmod(0o555)
-    try:
-        try:
-            with open(db, "ab"):  # root ignores permissions: make SQLite itself open the file read-only instead
-                url = f"sqlite:///file:{db}?mode=ro&uri=true"
-        except PermissionError:
-            url = str(db)
-        yield url
-    finally:
-        folder.chmod(stat.S_IRWXU)
-        db.chmod(0o644)
-
-
-def test_a_read_only_database_refuses_writes_as_unavailable_but_still_reads(feedback_db):
+def test_a_read_only_database_refuses_writes_as_unavailable_but_still_reads(feedback_db, read_only):
     with FeedbackStore(feedback_db) as store:
         kept = store.add(b"img", digit_image(5), 2, 3, "v")
         location = store.location
