@@ -109,6 +109,20 @@ def test_postgresql_urls_use_psycopg_3(postgres_url):
         assert (store.engine.dialect.name, store.engine.dialect.driver) == ("postgresql", "psycopg")
 
 
+def test_after_the_server_drops_every_connection_the_next_correction_is_stored(postgres_url, postgres_server):
+    # What a restart or failover looks like to the pool: each pooled connection is dead.
+    with FeedbackStore(postgres_url) as store:
+        store.add(b"img", digit_image(7), 1, 1, "v")
+        admin = sa.create_engine(sa.make_url(postgres_server).set(drivername="postgresql+psycopg"))
+        with admin.begin() as conn:
+            dropped = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                           "WHERE datname = :db"), {"db": sa.make_url(postgres_url).database})
+            assert dropped.scalar() >= 1
+        admin.dispose()
+        store.add(b"img", digit_image(8), 2, 2, "v")
+        assert store.count() == 2
+
+
 def test_without_the_postgresql_driver_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails as if it weren't installed
     with pytest.raises(RuntimeError, match=r'driver is not installed.*pip install "digitrecognizer\[postgres\]"'):
