@@ -4,10 +4,12 @@ Every test runs with the feedback store on SQLite and on PostgreSQL (`feedback_d
 import base64
 import io
 import os
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -163,6 +165,29 @@ def test_read_only_database_gives_503_for_feedback_while_predictions_still_work(
         r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"})
         assert_error(r, 503, "store_unavailable")
         assert client.post("/api/predict", files={"image": ("d.png", png, "image/png")}).json()["digit"] == label
+
+
+def test_a_database_that_comes_up_after_the_app_is_used_without_a_restart(model_dir, postgres_server, digit_png):
+    # Replicas often start before their database server does, or outlive an outage of it.
+    png, _ = digit_png
+    server = sa.make_url(postgres_server)
+    name = f"late_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    late_db = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        with TestClient(create_app(Settings(model=model_dir, db=late_db, store_retry_s=0))) as client:
+            r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"})
+            assert_error(r, 503, "store_unavailable")
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
+            r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"})
+            assert r.status_code == 201, r.text
+        with FeedbackStore(late_db) as store:
+            assert store.get(r.json()["id"]).correct == 1
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
 
 
 # -- bad input -------------------------------------------------------------------------------------
