@@ -1,8 +1,10 @@
 """Benchmark: the real server under load, driven by wrk from a separate process on loopback.
 
 Starts `digitrecognizer serve --workers N` (uvicorn, N worker processes), then sends real canvas PNGs to
-/api/predict and /api/read from C concurrent connections for a bounded number of requests, and reports
-requests/s, latency percentiles, errors, and the server's memory (all its processes) at start and end.
+/api/predict, /api/read and /api/feedback from C concurrent connections for a bounded time, and reports
+requests/s, latency percentiles, errors, and the server's memory (all its processes) at start and end. The
+feedback run writes to the database (--db: a temporary SQLite file unless given, or postgresql://...), and
+the rows it added are counted against the corrections the server acknowledged.
 With --flask it does the same against a minimal Flask app serving the original architecture the way the
 original project did (Flask's own threaded server, one request per prediction).
 
@@ -11,6 +13,7 @@ from the server than a Python client would, and it measures latency with HDR his
 posts the multipart body and prints the percentiles as JSON.
 
     python benchmarks/load.py --data-dir ../shared/data/mnist [--seconds 100] [--connections 16] [--workers 2]
+    python benchmarks/load.py --data-dir ../shared/data/mnist --db postgresql://user:pass@127.0.0.1/feedback
     python benchmarks/load.py --data-dir ../shared/data/mnist --flask --seconds 30
 """
 
@@ -75,9 +78,19 @@ def tree_rss_mb(pid: int) -> float:
     return total_kb / 1024
 
 
-def multipart(png: bytes) -> bytes:
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"canvas.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{BOUNDARY}--\r\n".encode()
+def multipart(png: bytes, fields: dict[str, str] | None = None) -> bytes:
+    parts = [f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n".encode()
+             for name, value in (fields or {}).items()]
+    parts.append((f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"canvas.png\"\r\n"
+                  f"Content-Type: image/png\r\n\r\n").encode() + png + b"\r\n")
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def count_feedback(db: str) -> int:
+    from digitrecognizer.store import FeedbackStore
+
+    with FeedbackStore(db) as store:
+        return store.count()
 
 
 def wait_healthy(url: str, path: str, timeout_s: float = 60) -> None:
@@ -114,6 +127,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=100, help="duration of the /api/predict run (read: a fifth)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="server worker processes (2 cores: 2)")
+    parser.add_argument("--db", help="feedback database for the server: a path or sqlite:/// or postgresql:// URL "
+                                     "(default: a temporary SQLite file); the results' name then says which")
     parser.add_argument("--flask", action="store_true", help="load the original-style Flask app instead")
     parser.add_argument("--flask-model", type=Path, default=Path("benchmarks/results/runs/seed/best.pt"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -130,16 +145,21 @@ def main() -> None:
         tmp = Path(tmp)
         (tmp / "digit.body").write_bytes(multipart(png))
         (tmp / "number.body").write_bytes(multipart(number))
+        (tmp / "feedback.body").write_bytes(multipart(png, {"predicted": str(test.labels[0]), "correct": "7"}))
+        db = args.db or str(tmp / "feedback.db")
         if args.flask:
             command = [sys.executable, str(Path(__file__).parent / "flask_original.py"), "--port", str(port),
                        "--weights", str(args.flask_model)]
             name, endpoints = "flask-original", [("/predict", "digit.body", args.seconds)]
         else:
             command = [sys.executable, "-m", "digitrecognizer.cli", "serve", "--port", str(port),
-                       "--workers", str(args.workers), "--db", str(tmp / "feedback.db")]
+                       "--workers", str(args.workers), "--db", db]
             name = f"digitrecognizer-{args.workers}-workers"
+            if args.db:
+                name += "-postgresql" if args.db.startswith(("postgresql", "postgres:")) else "-sqlite"
             endpoints = [("/api/predict", "digit.body", args.seconds),
-                         ("/api/read", "number.body", max(1, args.seconds // 5))]
+                         ("/api/read", "number.body", max(1, args.seconds // 5)),
+                         ("/api/feedback", "feedback.body", max(1, args.seconds // 5))]
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
@@ -147,11 +167,21 @@ def main() -> None:
             # Warm up every worker (ONNX sessions, lazy imports) before measuring memory and latency.
             run_wrk(url + endpoints[0][0], tmp / endpoints[0][1], 2, args.connections, 2, tmp)
             result = {"server": name, "connections": args.connections, "memory_start_mb": tree_rss_mb(server.pid)}
+            rows_before = None if args.flask else count_feedback(db)
             for path, body, seconds in endpoints:
                 r = run_wrk(url + path, tmp / body, seconds, args.connections, 2, tmp)
                 result[path] = r
                 print(f"{name} {path}: {r['requests']} requests at {r['requests_per_s']:.0f}/s, p50 {r['p50_ms']:.1f} ms, "
                       f"p95 {r['p95_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['error_count']}", flush=True)
+            if rows_before is not None:
+                # wrk counts the answers it read; requests still in flight when it stops may be stored unanswered,
+                # so up to one per connection more rows than acknowledged corrections is expected, and fewer is a loss.
+                feedback = result["/api/feedback"]
+                acknowledged = feedback["requests"] - feedback["errors"]["status"]
+                stored = count_feedback(db) - rows_before
+                result["feedback_rows"] = {"acknowledged": acknowledged, "stored": stored}
+                verdict = "ok" if acknowledged <= stored <= acknowledged + args.connections else "MISMATCH"
+                print(f"{name} feedback: {acknowledged} corrections acknowledged, {stored} rows stored ({verdict})")
             result["memory_end_mb"] = tree_rss_mb(server.pid)
             print(f"{name} memory (all processes): {result['memory_start_mb']:.0f} MB at start, "
                   f"{result['memory_end_mb']:.0f} MB at end")

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (a virtual environment with the dev extras, and Debian's Chromium
-# for the browser tests) and runs the whole pytest suite. Extra arguments go to pytest.
+# Installs everything the tests need (a virtual environment with the dev extras; Debian's Chromium for the
+# browser tests and PostgreSQL for the feedback store's tests) and runs the whole pytest suite. Extra arguments
+# go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x /usr/bin/chromium ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    else
-        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    fi
+# The tests start their own throwaway PostgreSQL cluster from these binaries, on a free loopback port
+# (tests/conftest.py); whatever cluster the package itself sets up is not used.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+    as_root=""
+    [ "$(id -u)" = 0 ] || as_root=sudo
+    $as_root apt-get update -qq
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

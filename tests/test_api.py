@@ -1,14 +1,16 @@
-"""The REST API through FastAPI's test client: every endpoint, every kind of bad input, concurrent feedback."""
+"""The REST API through FastAPI's test client: every endpoint, every kind of bad input, concurrent feedback.
+Every test runs with the feedback store on SQLite and on PostgreSQL (`feedback_db`, tests/conftest.py)."""
 
 import base64
 import io
 import os
 import re
-import stat
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -18,8 +20,8 @@ from digitrecognizer.web.app import Settings, create_app
 
 
 @pytest.fixture()
-def client(model_dir, tmp_path):
-    app = create_app(Settings(model=model_dir, db=tmp_path / "feedback.db"))
+def client(model_dir, feedback_db):
+    app = create_app(Settings(model=model_dir, db=feedback_db))
     with TestClient(app) as c:
         yield c
 
@@ -116,12 +118,12 @@ def test_page_has_no_inline_script_or_style(client):
 
 # -- feedback --------------------------------------------------------------------------------------
 
-def test_feedback_is_stored_with_the_image_and_what_the_model_saw(client, digit_png, tmp_path):
+def test_feedback_is_stored_with_the_image_and_what_the_model_saw(client, digit_png, feedback_db):
     png, label = digit_png
     r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")},
                     data={"predicted": str(label), "correct": "3"})
     assert r.status_code == 201 and r.json()["stored"]
-    with FeedbackStore(tmp_path / "feedback.db") as store:
+    with FeedbackStore(feedback_db) as store:
         record = store.get(r.json()["id"])
     assert record.correct == 3 and record.predicted == label and record.image == png
     assert record.input28.shape == (28, 28) and record.input28.max() > 200
@@ -134,15 +136,15 @@ def test_feedback_as_json(client, digit_png):
 
 
 @pytest.mark.parametrize("correct", ["10", "-1", "seven", "3.5", ""])
-def test_feedback_label_outside_0_to_9_is_refused_and_nothing_stored(client, digit_png, tmp_path, correct):
+def test_feedback_label_outside_0_to_9_is_refused_and_nothing_stored(client, digit_png, feedback_db, correct):
     png, _ = digit_png
     r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": correct})
     assert_error(r, 422, "invalid_label" if correct else "missing_field")
-    with FeedbackStore(tmp_path / "feedback.db") as store:
+    with FeedbackStore(feedback_db) as store:
         assert store.count() == 0
 
 
-def test_concurrent_feedback_is_all_stored_with_distinct_ids(client, digit_png, tmp_path):
+def test_concurrent_feedback_is_all_stored_with_distinct_ids(client, digit_png, feedback_db):
     png, _ = digit_png
 
     def post(k):
@@ -153,20 +155,40 @@ def test_concurrent_feedback_is_all_stored_with_distinct_ids(client, digit_png, 
     assert all(r.status_code == 201 for r in responses)
     ids = {r.json()["id"] for r in responses}
     assert len(ids) == 50
-    with FeedbackStore(tmp_path / "feedback.db") as store:
+    with FeedbackStore(feedback_db) as store:
         assert store.count() == 50
 
 
-def test_read_only_database_gives_503_for_feedback_while_predictions_still_work(model_dir, tmp_path, digit_png):
+def test_read_only_database_gives_503_for_feedback_while_predictions_still_work(model_dir, feedback_db, read_only,
+                                                                               digit_png):
     png, label = digit_png
-    db = tmp_path / "ro.db"
-    FeedbackStore(db).close()
-    url = f"sqlite:///file:{db}?mode=ro&uri=true"  # read-only even for root, who ignores file permissions
-    os.chmod(db, stat.S_IRUSR)
-    with TestClient(create_app(Settings(model=model_dir, db=url))) as client:
+    with read_only(feedback_db) as url, TestClient(create_app(Settings(model=model_dir, db=url))) as client:
         r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"})
         assert_error(r, 503, "store_unavailable")
         assert client.post("/api/predict", files={"image": ("d.png", png, "image/png")}).json()["digit"] == label
+
+
+def test_a_database_that_comes_up_after_the_app_is_used_without_a_restart(model_dir, postgres_server, digit_png):
+    # Replicas often start before their database server does, or outlive an outage of it.
+    png, _ = digit_png
+    server = sa.make_url(postgres_server)
+    name = f"late_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    late_db = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        with TestClient(create_app(Settings(model=model_dir, db=late_db, store_retry_s=0))) as client:
+            r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"})
+            assert_error(r, 503, "store_unavailable")
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
+            r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"})
+            assert r.status_code == 201, r.text
+        with FeedbackStore(late_db) as store:
+            assert store.get(r.json()["id"]).correct == 1
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
 
 
 # -- bad input -------------------------------------------------------------------------------------

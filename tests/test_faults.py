@@ -1,5 +1,7 @@
 """Faults and load against the real server: a SIGKILL loses no acknowledged correction, a full disk gives 503,
-hostile uploads get a fast 4xx, and a short burst of concurrent clients sees no error."""
+hostile uploads get a fast 4xx, a short burst of concurrent clients sees no error, and corrections posted at
+once to two worker processes are each stored exactly once. Tests taking `feedback_db` run on SQLite and on
+PostgreSQL."""
 
 import io
 import os
@@ -31,7 +33,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir: Path, db: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
+def start_server(model_dir: Path, db: str | Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "digitrecognizer.cli", "serve", "--port", str(port),
                                 "--workers", str(workers), "--model", str(model_dir), "--db", str(db)],
@@ -58,8 +60,8 @@ def digit_png(mnist_test):
     return synth.render_digit(mnist_test.images[0], np.random.default_rng(0), "white_on_black")
 
 
-def test_sigkill_while_clients_post_feedback_loses_no_acknowledged_write(model_dir, tmp_path, digit_png):
-    db = tmp_path / "feedback.db"
+def test_sigkill_while_clients_post_feedback_loses_no_acknowledged_write(model_dir, feedback_db, digit_png):
+    db = feedback_db
     process, url = start_server(model_dir, db, workers=2)
     acknowledged: list[int] = []
     stop = threading.Event()
@@ -87,8 +89,9 @@ def test_sigkill_while_clients_post_feedback_loses_no_acknowledged_write(model_d
         t.join()
     assert len(acknowledged) >= 40
 
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if not db.startswith("postgresql://"):  # the SQLite file the killed workers were writing is intact
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     process, url = start_server(model_dir, db)  # restarts cleanly on the same database
     try:
         with FeedbackStore(db) as store:
@@ -180,3 +183,31 @@ def test_a_burst_of_concurrent_clients_sees_no_error(model_dir, tmp_path, digit_
         assert answers.count(int(mnist_test.labels[0])) == 320
     finally:
         kill(process)
+
+
+def test_corrections_posted_at_once_to_two_workers_are_each_stored_exactly_once(model_dir, feedback_db, digit_png,
+                                                                                 mnist_test):
+    """`serve --workers 2` on a new database: both workers create the schema at once, then take corrections
+    from 8 clients; every one is acknowledged, stored once with its own id, and none is lost or doubled."""
+    pngs = [synth.render_digit(mnist_test.images[i], np.random.default_rng(i), "white_on_black") for i in range(80)]
+    assert len(set(pngs)) == 80  # each correction can be told apart by its image
+    process, url = start_server(model_dir, feedback_db, workers=2)
+    try:
+        def post(k: int) -> int:
+            with httpx.Client(timeout=30) as c:  # a connection per request, so both workers take some
+                r = c.post(url + "/api/feedback", files={"image": ("d.png", pngs[k], "image/png")},
+                           data={"correct": str(k % 10)})
+            assert r.status_code == 201, r.text
+            return r.json()["id"]
+
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(post, range(80)))
+        predicted = httpx.post(url + "/api/predict", files={"image": ("d.png", digit_png, "image/png")}, timeout=30)
+        assert predicted.status_code == 200 and predicted.json()["digit"] == int(mnist_test.labels[0])
+    finally:
+        kill(process)
+    assert len(set(ids)) == 80
+    with FeedbackStore(feedback_db) as store:
+        records = store.recent(limit=1000)
+    assert sorted(r.id for r in records) == sorted(ids)
+    assert sorted((r.image, r.correct) for r in records) == sorted((png, k % 10) for k, png in enumerate(pngs))

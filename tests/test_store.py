@@ -1,11 +1,15 @@
-"""Feedback store: what a correction must be to be kept, and that kept corrections survive and export intact."""
+"""Feedback store: what a correction must be to be kept, and that kept corrections survive and export intact.
+Tests that take `feedback_db` run on SQLite and on PostgreSQL (tests/conftest.py) with the same assertions."""
 
 import multiprocessing
 import os
+import re
 import sqlite3
-import stat
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,12 +32,13 @@ def digit_image(seed: int) -> np.ndarray:
 
 @pytest.fixture
 def db(tmp_path):
+    """For the SQLite-only tests."""
     return tmp_path / "data" / "feedback.db"  # the folder doesn't exist yet: the store creates it
 
 
 @pytest.fixture
-def store(db):
-    with FeedbackStore(db) as s:
+def store(feedback_db):
+    with FeedbackStore(feedback_db) as s:
         yield s
 
 
@@ -84,21 +89,59 @@ def test_input28_that_is_not_a_28x28_uint8_image_is_refused(store, pixels):
     assert store.count() == 0
 
 
-def test_schema_version_is_recorded(store, db):
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+def test_schema_version_is_recorded(store):
+    with store.engine.begin() as conn:
+        assert conn.execute(sa.text("SELECT version FROM schema_version")).all() == [(SCHEMA_VERSION,)]
 
 
-def test_a_database_from_a_newer_version_is_refused_with_a_clear_message(db):
-    FeedbackStore(db).close()
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    with pytest.raises(SchemaVersionError, match=rf"{db}.*schema version {SCHEMA_VERSION + 1}.*upgrade digitrecognizer"):
-        FeedbackStore(db)
+def test_a_database_from_a_newer_version_is_refused_with_a_clear_message(feedback_db):
+    with FeedbackStore(feedback_db) as store, store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE schema_version SET version = :v"), {"v": SCHEMA_VERSION + 1})
+        location = store.location
+    with pytest.raises(SchemaVersionError, match=rf"{re.escape(location)}.*schema version {SCHEMA_VERSION + 1}"
+                                                 r".*upgrade digitrecognizer"):
+        FeedbackStore(feedback_db)
 
 
-def test_sqlite_files_use_wal_full_sync_and_a_busy_timeout(store, db):
-    with store.engine.connect() as conn:
+def test_postgresql_urls_use_psycopg_3(postgres_url):
+    assert postgres_url.startswith("postgresql://")
+    with FeedbackStore(postgres_url) as store:
+        assert (store.engine.dialect.name, store.engine.dialect.driver) == ("postgresql", "psycopg")
+
+
+def test_after_the_server_drops_every_connection_the_next_correction_is_stored(postgres_url, postgres_server):
+    # What a restart or failover looks like to the pool: each pooled connection is dead.
+    with FeedbackStore(postgres_url) as store:
+        store.add(b"img", digit_image(7), 1, 1, "v")
+        admin = sa.create_engine(sa.make_url(postgres_server).set(drivername="postgresql+psycopg"))
+        with admin.begin() as conn:
+            dropped = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                           "WHERE datname = :db"), {"db": sa.make_url(postgres_url).database})
+            assert dropped.scalar() >= 1
+        admin.dispose()
+        store.add(b"img", digit_image(8), 2, 2, "v")
+        assert store.count() == 2
+
+
+def test_without_the_postgresql_driver_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails as if it weren't installed
+    with pytest.raises(RuntimeError, match=r'driver is not installed.*pip install "digitrecognizer\[postgres\]"'):
+        FeedbackStore("postgresql://someone@127.0.0.1/feedback")
+
+
+def test_an_unreachable_server_is_unavailable_and_the_message_hides_the_password():
+    with pytest.raises(StoreUnavailable, match=r"feedback database postgresql\+psycopg://someone:\*\*\*@") as err:
+        FeedbackStore("postgresql://someone:s3cret@127.0.0.1:1/feedback?connect_timeout=5")  # nothing listens on 1
+    assert "s3cret" not in str(err.value)
+
+
+def test_a_database_url_other_than_sqlite_or_postgresql_is_refused():
+    with pytest.raises(ValueError, match=r"mysql is not supported: give a file path, sqlite:///path or postgresql://"):
+        FeedbackStore("mysql://someone@127.0.0.1/feedback")
+
+
+def test_sqlite_files_use_wal_full_sync_and_a_busy_timeout(db):
+    with FeedbackStore(db) as store, store.engine.connect() as conn:
         pragmas = [conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in ("journal_mode", "synchronous",
                                                                                  "busy_timeout")]
     assert pragmas == ["wal", 2, 5000]  # synchronous 2 is FULL
@@ -131,26 +174,45 @@ def test_eight_threads_adding_at_once_lose_nothing(store):
     assert store.count() == 200
 
 
-def _add_from_another_process(db, worker, start):
-    with FeedbackStore(db) as store:  # all open a database that doesn't exist yet: creating the schema races too
-        start.wait(timeout=60)
-        for i in range(20):
-            store.add(b"img", digit_image(worker * 100 + i), None, worker, f"p{worker}")
+def test_stores_opening_a_new_database_at_once_create_its_schema_exactly_once(feedback_db):
+    # Each `serve` worker opens the store at start-up; on a new database they all find no schema.
+    barrier = threading.Barrier(8)
+
+    def open_store(_):
+        barrier.wait(timeout=30)
+        with FeedbackStore(feedback_db) as store:
+            return store.count()
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(open_store, range(8))) == [0] * 8
+    with FeedbackStore(feedback_db) as store, store.engine.begin() as conn:
+        assert conn.execute(sa.text("SELECT version FROM schema_version")).all() == [(SCHEMA_VERSION,)]
 
 
-def test_several_processes_adding_at_once_lose_nothing(db):
+def _add_from_another_process(feedback_db, worker, start, added):
+    start.wait(timeout=60)
+    with FeedbackStore(feedback_db) as store:  # all open a database that has no schema yet: creating it races too
+        added.put([store.add(b"img", digit_image(worker * 100 + i), None, worker, f"p{worker}-{i}")
+                   for i in range(50)])
+
+
+def test_several_processes_adding_at_once_lose_nothing_and_duplicate_nothing(feedback_db):
     ctx = multiprocessing.get_context("spawn")
-    start = ctx.Event()
-    procs = [ctx.Process(target=_add_from_another_process, args=(db, w, start)) for w in range(3)]
+    start, added = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_add_from_another_process, args=(feedback_db, w, start, added)) for w in range(4)]
     for p in procs:
         p.start()
     start.set()
+    ids = [i for _ in procs for i in added.get(timeout=120)]
     for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0, 0, 0]
-    with FeedbackStore(db) as store:
-        assert store.count() == 60
-        assert sorted(r.correct for r in store.recent(limit=100)) == [0] * 20 + [1] * 20 + [2] * 20
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert len(ids) == len(set(ids)) == 200
+    with FeedbackStore(feedback_db) as store:
+        assert store.count() == 200
+        records = store.recent(limit=1000)
+    assert sorted(r.id for r in records) == sorted(ids)
+    assert sorted(r.model_version for r in records) == sorted(f"p{w}-{i}" for w in range(4) for i in range(50))
 
 
 @pytest.fixture
@@ -162,13 +224,13 @@ def three_corrections(store):
 
 
 def test_export_npz_writes_exactly_what_was_added(store, three_corrections, tmp_path):
-    assert store.export_npz(tmp_path / "feedback.npz") == 3
-    with np.load(tmp_path / "feedback.npz") as npz:
+    assert store.export_npz(tmp_path / "out" / "feedback.npz") == 3
+    with np.load(tmp_path / "out" / "feedback.npz") as npz:
         np.testing.assert_array_equal(npz["images"], np.stack([p for p, _, _ in three_corrections]))
         assert npz["images"].dtype == np.uint8 and npz["labels"].dtype == np.uint8
         assert npz["labels"].tolist() == [1, 0, 9]
         assert npz["predicted"].tolist() == [7, -1, 9]
-    assert sorted(os.listdir(tmp_path)) == ["data", "feedback.npz"]  # no temporary file left behind
+    assert os.listdir(tmp_path / "out") == ["feedback.npz"]  # no temporary file left behind
 
 
 def test_export_idx_writes_mnist_format_files_with_what_was_added(store, three_corrections, tmp_path):
@@ -189,31 +251,19 @@ def test_exporting_an_empty_store_writes_empty_arrays(store, tmp_path):
     assert read_idx(tmp_path / IDX_IMAGES, IMAGE_MAGIC).shape == (0, 28, 28)
 
 
-def test_a_read_only_database_refuses_writes_as_unavailable_but_still_reads(db):
-    with FeedbackStore(db) as store:
+def test_a_read_only_database_refuses_writes_as_unavailable_but_still_reads(feedback_db, read_only):
+    with FeedbackStore(feedback_db) as store:
         kept = store.add(b"img", digit_image(5), 2, 3, "v")
-    folder = db.parent
-    db.chmod(0o444)
-    folder.chmod(0o555)
-    try:
-        try:
-            with open(db, "ab"):  # root ignores permissions: make SQLite itself open the file read-only instead
-                url = f"sqlite:///file:{db}?mode=ro&uri=true"
-        except PermissionError:
-            url = str(db)
-        with FeedbackStore(url) as store:
-            with pytest.raises(StoreUnavailable, match=rf"feedback database .*{db.name}.*storing a correction failed"):
-                store.add(b"img", digit_image(6), 1, 1, "v")
-            assert store.count() == 1
-            assert store.get(kept).correct == 3
-    finally:
-        folder.chmod(stat.S_IRWXU)
-        db.chmod(0o644)
+        location = store.location
+    with read_only(feedback_db) as url, FeedbackStore(url) as store:
+        database_name = Path(location).name  # feedback.db, or the PostgreSQL database's
+        with pytest.raises(StoreUnavailable, match=rf"feedback database .*{database_name}.*storing a correction failed"):
+            store.add(b"img", digit_image(6), 1, 1, "v")
+        assert store.count() == 1
+        assert store.get(kept).correct == 3
 
 
 def test_an_in_memory_database_is_shared_by_threads():
-    import threading
-
     store = FeedbackStore("sqlite:///:memory:")
     threads = [threading.Thread(target=store.add, args=(b"x", np.zeros((28, 28), np.uint8), None, 4, "t"))
                for _ in range(4)]

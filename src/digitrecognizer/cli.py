@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
-    p.add_argument("--db", help="feedback database: a file path or sqlite:///... URL (default: in your data folder)")
+    p.add_argument("--db", help="feedback database: a file path, sqlite:///... or postgresql://user:pass@host/db "
+                                "(default: a SQLite file in your data folder)")
     p.add_argument("--access-log", action="store_true", help="log one line per request (off: it costs throughput)")
     p.set_defaults(func=cmd_serve)
 
@@ -240,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model on your own handwriting with `train --extra-data`.")
     fb_sub = p.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
     q = fb_sub.add_parser("export", help="write the corrections as NPZ (for --extra-data) or MNIST IDX files")
-    q.add_argument("--db", help="feedback database: a path or sqlite:///... URL (default: in your data folder)")
+    q.add_argument("--db", help="feedback database: a path, sqlite:///... or postgresql://... URL (default: in your "
+                                "data folder)")
     q.add_argument("--format", choices=("npz", "idx"), default="npz", help="npz (default) or idx")
     q.add_argument("--out", type=Path, required=True, help="NPZ file, or folder for the IDX files")
     q.set_defaults(func=cmd_feedback_export)

@@ -23,6 +23,9 @@ from .data import IMAGE_MAGIC, LABEL_MAGIC
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
+SCHEMA_LOCK_KEY = 0x64696769  # PostgreSQL advisory lock id: any constant other apps on the server don't use
+# A read-only transaction (a hot standby after failover, default_transaction_read_only): wait, don't crash.
+READ_ONLY_SQLSTATE = "25006"
 IDX_IMAGES, IDX_LABELS = "feedback-images-idx3-ubyte", "feedback-labels-idx1-ubyte"
 
 metadata = sa.MetaData()
@@ -45,7 +48,8 @@ feedback = sa.Table(
 
 
 class StoreUnavailable(RuntimeError):
-    """The database can't be read or written right now (read-only, disk full, locked too long): HTTP 503."""
+    """The database can't be read or written right now (read-only, disk full, locked too long, server
+    down): HTTP 503."""
 
 
 class SchemaVersionError(RuntimeError):
@@ -69,7 +73,8 @@ class FeedbackStore:
     def __init__(self, url: str | os.PathLike | None = None) -> None:
         if url is None:
             url = self.default_db_path()
-        parsed = make_url(str(url)) if "://" in str(url) else URL.create("sqlite", database=str(url))
+        parsed = _parse_url(url)
+        # The password never reaches a log line or an error message.
         self.location = parsed.database if parsed.get_backend_name() == "sqlite" else parsed.render_as_string()
         with self._guard("opening"):
             if parsed.get_backend_name() == "sqlite":
@@ -80,8 +85,10 @@ class FeedbackStore:
                 self.engine: Engine = sa.create_engine(parsed, poolclass=sa.pool.StaticPool,
                                                        connect_args={"check_same_thread": False})
                 self._serial = threading.Lock()
-            else:
+            elif parsed.get_backend_name() == "sqlite":
                 self.engine = sa.create_engine(parsed)
+            else:
+                self.engine = _create_postgresql_engine(parsed)
             if self.engine.dialect.name == "sqlite":
                 _configure_sqlite(self.engine)
         self._writer = self.engine.execution_options(for_write=True)
@@ -169,6 +176,7 @@ class FeedbackStore:
             version = _read_version(conn)
         if version is None:
             with self._guard("creating the schema"), self._writer.begin() as conn:
+                _lock_schema(conn)
                 version = _read_version(conn)  # another process may have created it meanwhile
                 if version is None:
                     metadata.create_all(conn)
@@ -190,6 +198,10 @@ class FeedbackStore:
         except (exc.OperationalError, exc.TimeoutError, OSError) as err:
             reason = getattr(err, "orig", None) or err
             raise StoreUnavailable(f"feedback database {self.location}: {action} failed: {reason}") from err
+        except exc.DBAPIError as err:
+            if getattr(err.orig, "sqlstate", None) != READ_ONLY_SQLSTATE:
+                raise
+            raise StoreUnavailable(f"feedback database {self.location}: {action} failed: {err.orig}") from err
 
 
 def _check_digit(name: str, value: object) -> None:
@@ -199,8 +211,42 @@ def _check_digit(name: str, value: object) -> None:
 
 def _record(row: sa.Row) -> FeedbackRecord:
     pixels = np.frombuffer(row.input28, dtype=np.uint8).reshape(28, 28)  # frombuffer of bytes: already read-only
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=timezone.utc)
+    # SQLite hands back the naive UTC time that was stored; PostgreSQL the instant in the session's time zone.
+    created = row.created_at
+    created = created.astimezone(timezone.utc) if created.tzinfo else created.replace(tzinfo=timezone.utc)
     return FeedbackRecord(row.id, created, row.image, pixels, row.predicted, row.correct, row.model_version)
+
+
+def _parse_url(url: str | os.PathLike) -> URL:
+    """A path means a SQLite file; plain postgresql:// URLs get psycopg 3, the driver the `postgres` extra installs."""
+    if "://" not in str(url):
+        return URL.create("sqlite", database=str(url))
+    parsed = make_url(str(url))
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres") and "+" not in parsed.drivername:
+        return parsed.set(drivername="postgresql+psycopg")  # "postgres://" too: Heroku and others hand those out
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"feedback database {parsed.render_as_string()}: {backend} is not supported: "
+                         f"give a file path, sqlite:///path or postgresql://user:pass@host/db")
+    return parsed
+
+
+def _create_postgresql_engine(url: URL) -> Engine:
+    try:
+        # pre-ping: after the server restarts or fails over, pooled connections are dead; without the check
+        # each one would fail a correction with 503 once before the pool replaced it. It costs a round trip.
+        return sa.create_engine(url, pool_pre_ping=True)
+    except ImportError as err:
+        raise RuntimeError(f"feedback database {url.render_as_string()}: the PostgreSQL driver is not installed "
+                           f"({err}): pip install \"digitrecognizer[postgres]\"") from err
+
+
+def _lock_schema(conn: Connection) -> None:
+    """Serialise schema creation between processes that open a new database at once (the workers of `serve`).
+    SQLite's BEGIN IMMEDIATE already holds the database's write lock; PostgreSQL takes a transaction-scoped
+    advisory lock, released at commit, after which the others find the tables."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
 
 
 def _read_version(conn: Connection) -> int | None:

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class Settings:
     model: str | os.PathLike | None = None  # model folder; None = the shipped model
     db: str | os.PathLike | None = None  # feedback database path or URL; None = the user's data folder
     max_body_bytes: int = 5_000_000  # a canvas PNG is ~10 kB and a phone photo a few MB
+    # A database that couldn't be opened is tried again on a correction, at most this often: a database server
+    # started after the app, or back after an outage, is used without restarting every replica.
+    store_retry_s: float = 5.0
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -242,15 +246,28 @@ def digit_out(p: Prediction) -> dict:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
+    opening_store = threading.Lock()
+
+    def open_store(app: FastAPI) -> FeedbackStore | None:
+        """The store, or None while its database can't be opened; predictions keep working, feedback answers 503."""
+        # Not waiting for the lock: while one thread waits on an unreachable server, the others answer 503 at once.
+        if app.state.store is None and opening_store.acquire(blocking=False):
+            try:
+                if app.state.store is None and time.monotonic() >= app.state.store_retry_at:
+                    app.state.store = FeedbackStore(settings.db)
+            except (StoreUnavailable, RuntimeError, OSError) as err:
+                log.error("feedback store unavailable: %s", err)
+                app.state.store_error = str(err)
+                app.state.store_retry_at = time.monotonic() + settings.store_retry_s
+            finally:
+                opening_store.release()
+        return app.state.store
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.recognizer = Recognizer(settings.model, limits=settings.limits)
-        try:
-            app.state.store = FeedbackStore(settings.db)
-        except (StoreUnavailable, RuntimeError, OSError) as err:
-            # Predictions must keep working when the database can't be opened; feedback answers 503.
-            log.error("feedback store unavailable: %s", err)
-            app.state.store, app.state.store_error = None, str(err)
+        app.state.store, app.state.store_error, app.state.store_retry_at = None, "not opened yet", 0.0
+        open_store(app)
         yield
         if app.state.store is not None:
             app.state.store.close()
@@ -336,8 +353,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         correct = parse_digit(fields.get("correct"), "correct", required=True)
         predicted = parse_digit(fields.get("predicted"), "predicted", required=False)
         rec: Recognizer = request.app.state.recognizer
-        store: FeedbackStore | None = request.app.state.store
         p = run_recognizer(rec.predict, data)
+        store: FeedbackStore | None = request.app.state.store or await run_in_threadpool(open_store, request.app)
         if store is None:
             raise ApiError(503, "store_unavailable", f"corrections cannot be stored right now: "
                                                      f"{request.app.state.store_error}")
