@@ -148,3 +148,26 @@ def test_nan_and_infinity_are_refused_not_propagated(values):
     if not np.isfinite(array).all():
         with pytest.raises(PreprocessError, match="NaN or infinite"):
             preprocess.to_mnist_image(array)
+
+
+def test_touching_slanted_digits_are_split_round_their_strokes_not_through_them():
+    # Two parallel strokes slanting right, like "11" written in italics: every vertical line through the
+    # middle slices one of them, but a path between them crosses no ink.
+    from PIL import ImageDraw
+
+    image = Image.new("L", (140, 120), 0)
+    draw = ImageDraw.Draw(image)
+    draw.line([(40, 110), (80, 10)], fill=255, width=7)
+    draw.line([(70, 110), (110, 10)], fill=255, width=7)
+    mask = np.asarray(image) > 127
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    assert not any(ndimage.label(box[:, :c])[1] == 1 and ndimage.label(box[:, c:])[1] == 1
+                   for c in range(1, box.shape[1])), "no straight cut separates them"
+    bounds = preprocess._cut_paths(box, 2)
+    columns = np.arange(box.shape[1])[None, :]
+    left = box & (columns < bounds[1][:, None])
+    right = box & (columns >= bounds[1][:, None])
+    assert ndimage.label(left, structure=np.ones((3, 3)))[1] == 1
+    assert ndimage.label(right, structure=np.ones((3, 3)))[1] == 1
+    assert abs(int(left.sum()) - int(right.sum())) < 0.1 * box.sum()
