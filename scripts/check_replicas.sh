@@ -202,9 +202,9 @@ check $([ "$acked" = "$N" ] && [ "$stored" = "$N" ] && [ "$r1" -gt 0 ] && [ "$r2
 # FORWARDED_ALLOW_IPS), which is where nginx is here. Reported, not checked.
 curl -sS -o /dev/null -H "X-Forwarded-For: 203.0.113.9" "$NGINX/api/model"
 sleep 0.2
-plain=$(grep -ho '[^ ]* - "GET /api/health' "$TMP"/replica?.log | head -n 1 | cut -d' ' -f1)
-forwarded=$(grep -ho '[^ ]* - "GET /api/model' "$TMP"/replica?.log | head -n 1 | cut -d' ' -f1)
-info "client address in the replicas' logs: $plain for curl on loopback; $forwarded when curl also sends X-Forwarded-For: 203.0.113.9 (nginx appends 127.0.0.1)"
+plain=$(grep -ho '[^ ]* - "POST /api/feedback' "$TMP"/replica?.log | head -n 1 | cut -d' ' -f1 || true)
+forwarded=$(grep -ho '[^ ]* - "GET /api/model' "$TMP"/replica?.log | head -n 1 | cut -d' ' -f1 || true)
+info "client address in the replicas' logs, for curl on loopback through nginx: ${plain:-?}; ${forwarded:-?} when curl sends X-Forwarded-For: 203.0.113.9 (nginx appends 127.0.0.1)"
 
 # 5. 413: 5.1 MB is over the app's 5 MB limit and under nginx's 5m (5 MiB); 6 MB is over both
 head -c 5100000 /dev/zero | tr '\0' 'a' >"$TMP/body_5.1MB"
