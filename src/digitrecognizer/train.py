@@ -104,8 +104,26 @@ def preset_config(name: str, **overrides) -> TrainConfig:
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
     """x: (B, 1, 28, 28) in [0, 1], white ink on black. One affine+elastic resampling, then stroke width."""
-    b = x.shape[0]
+    return apply_distortions(x, draw_distortions(x.shape[0], cfg, g))
 
+
+@dataclass
+class Distortions:
+    """The random part of `augment_batch`, one row per image. Drawn for a whole batch and then sliced, it lets each
+    training process distort only its share of the batch, exactly as one process distorts the whole batch."""
+
+    theta: torch.Tensor  # (B, 2, 3) affine map from output to input coordinates
+    elastic: torch.Tensor | None  # (B, 2, 5, 5) coarse displacement field, in affine_grid units
+    stroke: torch.Tensor | None  # (B, 1, 1, 1) pen-width change: > 0 thicker, < 0 thinner
+    crisp_level: torch.Tensor | None  # (B, 1, 1, 1) cut level of the crisp re-drawing; NaN keeps the soft edge
+
+    def __getitem__(self, rows: slice) -> "Distortions":
+        return Distortions(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+                              for f in fields(self)})
+
+
+def draw_distortions(b: int, cfg: AugmentConfig, g: torch.Generator) -> Distortions:
+    # The order of the draws is part of the recipe: changing it changes every seeded run.
     def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return torch.rand(b, *shape, generator=g) * (hi - lo) + lo
 
@@ -124,34 +142,42 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
         ],
         dim=1,
     )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    if cfg.elastic_px:
+    elastic = torch.randn(b, 2, 5, 5, generator=g) * (cfg.elastic_px / 14.0) if cfg.elastic_px else None
+    stroke = uniform(-cfg.stroke, cfg.stroke).view(b, 1, 1, 1) if cfg.stroke else None
+    crisp_level = None
+    if cfg.crisp:
+        chosen = torch.rand(b, generator=g) < cfg.crisp
+        crisp_level = torch.full((b, 1, 1, 1), math.nan)
+        if chosen.any():
+            crisp_level[chosen] = torch.rand(int(chosen.sum()), 1, 1, 1, generator=g) * 0.4 + 0.25
+    return Distortions(theta, elastic, stroke, crisp_level)
+
+
+def apply_distortions(x: torch.Tensor, d: Distortions) -> torch.Tensor:
+    grid = F.affine_grid(d.theta, list(x.shape), align_corners=False)
+    if d.elastic is not None:
         # A coarse random field upsampled to 28x28 gives smooth, local wobble like an unsteady hand.
-        coarse = torch.randn(b, 2, 5, 5, generator=g) * (cfg.elastic_px / 14.0)
-        field_ = F.interpolate(coarse, size=(28, 28), mode="bicubic", align_corners=True)
+        field_ = F.interpolate(d.elastic, size=(28, 28), mode="bicubic", align_corners=True)
         grid = grid + field_.permute(0, 2, 3, 1)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if cfg.stroke:
+    if d.stroke is not None:
         # Blend towards a 3x3 max (thicker) or min (thinner) filter: a continuous pen-width change.
-        strength = uniform(-cfg.stroke, cfg.stroke).view(b, 1, 1, 1)
         thick = F.max_pool2d(out, 3, stride=1, padding=1)
         thin = -F.max_pool2d(-out, 3, stride=1, padding=1)
-        out = torch.where(strength > 0, out + strength * (thick - out), out + 0.5 * strength.abs() * (thin - out))
-    if cfg.crisp:
-        out = crisp_strokes(out, cfg.crisp, g)
+        out = torch.where(d.stroke > 0, out + d.stroke * (thick - out), out + 0.5 * d.stroke.abs() * (thin - out))
+    if d.crisp_level is not None:
+        out = crisp_strokes(out, d.crisp_level)
     return out.clamp_(0, 1)
 
 
-def crisp_strokes(x: torch.Tensor, share: float, g: torch.Generator) -> torch.Tensor:
-    """Re-draw a share of the batch the way the app sees drawings: upsample 4x, cut at a random level (a hard
-    brush edge; the level also thins or thickens the stroke), and average back down to 28x28."""
-    b = x.shape[0]
-    chosen = torch.rand(b, generator=g) < share
+def crisp_strokes(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """Re-draw the images with a level the way the app sees drawings: upsample 4x, cut at the level (a hard brush
+    edge; the level also thins or thickens the stroke), and average back down to 28x28."""
+    chosen = ~level.view(-1).isnan()
     if not chosen.any():
         return x
     up = F.interpolate(x[chosen], scale_factor=4, mode="bilinear", align_corners=False)
-    level = (torch.rand(int(chosen.sum()), 1, 1, 1, generator=g) * 0.4 + 0.25)
-    crisp = ((up - level) / 0.08).clamp_(0, 1)
+    crisp = ((up - level[chosen]) / 0.08).clamp_(0, 1)
     out = x.clone()
     out[chosen] = F.avg_pool2d(crisp, 4)
     return out
