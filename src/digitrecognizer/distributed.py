@@ -1,0 +1,179 @@
+"""Training on several processes under torchrun: who this process is, its share of each batch, batch norm over the
+whole batch, the sums the loop shares, and a Ctrl-C that every process obeys at the same step (torch)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as functional_collectives
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
+
+
+@dataclass
+class Processes:
+    """This process among those training together; without torchrun, the only one (rank 0 of 1).
+
+    Rank 0 alone shows progress, logs and writes files. The others hold the same weights after every step
+    (they apply the same averaged gradients), so its checkpoints speak for all of them.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1  # processes on this machine: they share its cores
+    stop_requested: bool = False  # set by Ctrl-C; every process stops at the first step where any has it set
+
+    @classmethod
+    def from_environment(cls) -> "Processes":
+        # torchrun sets these for each process it starts.
+        world_size = int(os.environ.get("WORLD_SIZE", 1))
+        return cls(rank=int(os.environ.get("RANK", 0)), world_size=world_size,
+                   local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def several(self) -> bool:
+        return self.world_size > 1
+
+    def default_threads(self) -> int:
+        # One thread per core, shared among the processes on this machine: more would only fight over the cores.
+        return max(1, (os.cpu_count() or 1) // self.local_world_size)
+
+    def share(self, batch_size: int) -> slice:
+        """This process's rows of each batch. `batch_size` is the global batch: the same preset takes the same
+        optimisation steps on any number of processes."""
+        if batch_size % self.world_size:
+            raise ValueError(f"batch size {batch_size} does not split evenly over {self.world_size} processes: "
+                             f"choose a multiple of {self.world_size} (--batch-size) or another --nproc_per_node")
+        per_process = batch_size // self.world_size
+        return slice(self.rank * per_process, (self.rank + 1) * per_process)
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over all processes (in float64: counts of images stay exact)."""
+        if not self.several:
+            return values
+        total = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(total)
+        return total.tolist()
+
+    def agree_to_stop(self) -> bool:
+        """True on every process if Ctrl-C reached any of them; a collective, so call it at the same point on all."""
+        return self.several and self.sum([float(self.stop_requested)])[0] > 0
+
+    def gather(self, value: object) -> list:
+        """Every process's value, in rank order (a collective)."""
+        if not self.several:
+            return [value]
+        values = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def barrier(self) -> None:
+        if self.several:
+            dist.barrier()
+
+
+@contextmanager
+def joined(processes: Processes) -> Iterator[None]:
+    """Join the process group for the duration, and turn Ctrl-C into a stop request instead of an exception.
+
+    The backend is gloo: training runs on the CPU (this project installs the CPU build of PyTorch), and nccl only
+    moves CUDA tensors. Ctrl-C must not raise where it lands: one process would stop mid-step while the others wait
+    for it in a collective. torchrun starts each process in its own session and passes Ctrl-C on to each, once.
+    """
+    if not processes.several:
+        yield
+        return
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo")
+    if dist.get_world_size() != processes.world_size:
+        raise RuntimeError(f"the process group has {dist.get_world_size()} processes but WORLD_SIZE says "
+                           f"{processes.world_size}: start training with torchrun, which sets both")
+
+    def request_stop(signum: int, frame: object) -> None:
+        processes.stop_requested = True
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if created:
+            dist.destroy_process_group()
+
+
+def data_parallel(model: nn.Module, processes: Processes) -> nn.Module:
+    """The module to call for training steps. On several processes: `model` with its batch norms synchronised (in
+    place, so `model` keeps the same parameters, state_dict keys and optimizer) inside DistributedDataParallel,
+    which averages the gradients. On one: `model` itself."""
+    if not processes.several:
+        return model
+    _synchronise_batch_norms(model)
+    # Buffers need no broadcast: synchronised batch norms give every process the same running statistics.
+    return DistributedDataParallel(model, forward_sync_buffers=False)
+
+
+def _synchronise_batch_norms(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, _BatchNorm):
+            setattr(module, name, GlobalBatchNorm.replacing(child))
+        else:
+            _synchronise_batch_norms(child)
+
+
+class GlobalBatchNorm(_BatchNorm):
+    """Batch norm whose training statistics cover the global batch, summed over all processes, so that several
+    processes compute what one computes on the whole batch. Its state_dict is that of the layer it replaces.
+
+    torch.nn.SyncBatchNorm does the same but refuses CPU tensors. Here the sums travel through a differentiable
+    all-reduce, whose backward sums the gradients of the statistics over the processes as well (as
+    SyncBatchNorm's does): with DDP's averaging, each weight gets the gradient of the whole batch's mean loss. One all-reduce
+    per layer and direction; the sums are in float64 so that E[x²] - E[x]² loses nothing.
+    """
+
+    @classmethod
+    def replacing(cls, bn: _BatchNorm) -> "GlobalBatchNorm":
+        new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        if bn.affine:
+            new.weight, new.bias = bn.weight, bn.bias  # the same Parameters: the optimizer already holds them
+        new.running_mean, new.running_var, new.num_batches_tracked = bn.running_mean, bn.running_var, bn.num_batches_tracked
+        new.train(bn.training)
+        return new
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        reduce_dims = [0, *range(2, x.dim())]
+        local = torch.cat([x.sum(reduce_dims, dtype=torch.float64), x.square().sum(reduce_dims, dtype=torch.float64)])
+        # The functional all-reduce is the differentiable one (torch.distributed.nn's is deprecated in its favour).
+        total = functional_collectives.all_reduce(local, "sum", dist.group.WORLD)
+        count = x.numel() // x.shape[1] * dist.get_world_size()  # every process has an equal share
+        mean64 = total[: self.num_features] / count
+        var64 = total[self.num_features :] / count - mean64.square()
+        mean, var = mean64.to(x.dtype), var64.to(x.dtype)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * (count / (count - 1)), momentum)  # unbiased, as BatchNorm keeps it
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
