@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed._functional_collectives as functional_collectives
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
@@ -136,10 +135,9 @@ class GlobalBatchNorm(_BatchNorm):
     """Batch norm whose training statistics cover the global batch, summed over all processes, so that several
     processes compute what one computes on the whole batch. Its state_dict is that of the layer it replaces.
 
-    torch.nn.SyncBatchNorm does the same but refuses CPU tensors. Here the sums travel through a differentiable
-    all-reduce, whose backward sums the gradients of the statistics over the processes as well (as
-    SyncBatchNorm's does): with DDP's averaging, each weight gets the gradient of the whole batch's mean loss. One all-reduce
-    per layer and direction; the sums are in float64 so that E[x²] - E[x]² loses nothing.
+    torch.nn.SyncBatchNorm does the same but refuses CPU tensors (its kernels exist only for GPUs).
+    Cost: one small all-reduce per layer each way, and a few more passes over the activations than the fused
+    BatchNorm kernel (measured in benchmarks/train_distributed.py).
     """
 
     @classmethod
@@ -158,22 +156,53 @@ class GlobalBatchNorm(_BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        reduce_dims = [0, *range(2, x.dim())]
-        local = torch.cat([x.sum(reduce_dims, dtype=torch.float64), x.square().sum(reduce_dims, dtype=torch.float64)])
-        # The functional all-reduce is the differentiable one (torch.distributed.nn's is deprecated in its favour).
-        total = functional_collectives.all_reduce(local, "sum", dist.group.WORLD)
-        count = x.numel() // x.shape[1] * dist.get_world_size()  # every process has an equal share
-        mean64 = total[: self.num_features] / count
-        var64 = total[self.num_features :] / count - mean64.square()
-        mean, var = mean64.to(x.dtype), var64.to(x.dtype)
+        y, mean, var = _GlobalBatchNormFunction.apply(x, self.weight, self.bias, self.eps)
         if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                self.running_mean.lerp_(mean, momentum)
-                self.running_var.lerp_(var * (count / (count - 1)), momentum)  # unbiased, as BatchNorm keeps it
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+            count = x.numel() // x.shape[1] * dist.get_world_size()
+            self.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            self.running_mean.lerp_(mean, momentum)
+            self.running_var.lerp_(var * (count / (count - 1)), momentum)  # unbiased, as BatchNorm keeps it
         return y
+
+
+class _GlobalBatchNormFunction(torch.autograd.Function):
+    """Forward and backward of batch norm over the global batch, the way SyncBatchNorm computes them on GPUs."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float):
+        reduce_dims, channels = [0, *range(2, x.dim())], x.shape[1]
+        local_count = x.numel() // channels
+        local_var, local_mean = torch.var_mean(x, reduce_dims, correction=0)
+        # Each process's mean and spread about it combine exactly (Chan et al.) from the sums of n·mean and
+        # n·(var + mean²); in float64, so that subtracting the squared global mean loses nothing.
+        mean64 = local_mean.double()
+        sums = torch.cat([mean64, local_var.double() + mean64.square()]) * local_count
+        dist.all_reduce(sums)
+        count = local_count * dist.get_world_size()
+        mean64 = sums[:channels] / count
+        mean, var = mean64.to(x.dtype), (sums[channels:] / count - mean64.square()).clamp_min(0).to(x.dtype)
+        # The fused kernel, told to normalise with these statistics instead of computing its own.
+        y = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, False)
+        ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + eps))
+        ctx.count = count
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor, _mean: torch.Tensor, _var: torch.Tensor):
+        x, weight, mean, invstd = ctx.saved_tensors
+        reduce_dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
+        centered = x - mean.view(shape)
+        sum_grad = grad_y.sum(reduce_dims)
+        sum_grad_centered = (grad_y * centered).sum(reduce_dims)
+        # The weights' gradients stay local: DDP averages them over the processes like any other parameter's.
+        grad_weight = sum_grad_centered * invstd if weight is not None else None
+        grad_bias = sum_grad.clone() if weight is not None else None
+        # The input's gradient goes through the statistics, which every process's loss depends on.
+        sums = torch.cat([sum_grad, sum_grad_centered])
+        dist.all_reduce(sums)
+        mean_grad, mean_grad_centered = (sums / ctx.count).chunk(2)
+        scale = invstd if weight is None else invstd * weight
+        grad_x = torch.addcmul(grad_y - mean_grad.view(shape), centered, (-invstd.square() * mean_grad_centered).view(shape))
+        return grad_x * scale.view(shape), grad_weight, grad_bias, None
