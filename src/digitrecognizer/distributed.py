@@ -192,17 +192,22 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor, _mean: torch.Tensor, _var: torch.Tensor):
         x, weight, mean, invstd = ctx.saved_tensors
-        reduce_dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
-        centered = x - mean.view(shape)
-        sum_grad = grad_y.sum(reduce_dims)
-        sum_grad_centered = (grad_y * centered).sum(reduce_dims)
-        # The weights' gradients stay local: DDP averages them over the processes like any other parameter's.
-        grad_weight = sum_grad_centered * invstd if weight is not None else None
-        grad_bias = sum_grad.clone() if weight is not None else None
-        # The input's gradient goes through the statistics, which every process's loss depends on.
-        sums = torch.cat([sum_grad, sum_grad_centered])
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        local_count = x.numel() // x.shape[1]
+        # The fused kernel's backward with the global statistics gives the gradient of a batch norm over this
+        # share alone, and the local sums of grad and grad·x̂ (the weights' own gradients, which stay local: DDP
+        # averages them like any other parameter's).
+        grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            grad_y, x, weight, None, None, mean, invstd, True, 0.0, [True, weight is not None, True])
+        # The statistics depend on every process's images, so the input's gradient needs the global means of those
+        # sums, where the kernel used this share's: add the difference, a + b·x per channel.
+        local_sums = torch.cat([grad_bias, grad_weight if weight is not None else torch.zeros_like(grad_bias)])
+        sums = local_sums.clone()
         dist.all_reduce(sums)
-        mean_grad, mean_grad_centered = (sums / ctx.count).chunk(2)
+        local_mean_grad, local_mean_grad_xhat = (local_sums / local_count).chunk(2)
+        mean_grad, mean_grad_xhat = (sums / ctx.count).chunk(2)
         scale = invstd if weight is None else invstd * weight
-        grad_x = torch.addcmul(grad_y - mean_grad.view(shape), centered, (-invstd.square() * mean_grad_centered).view(shape))
-        return grad_x * scale.view(shape), grad_weight, grad_bias, None
+        b = scale * invstd * (local_mean_grad_xhat - mean_grad_xhat)
+        a = scale * (local_mean_grad - mean_grad) - b * mean
+        grad_x.add_(a.view(shape)).addcmul_(x, b.view(shape))
+        return grad_x, grad_weight, grad_bias if weight is not None else None, None
