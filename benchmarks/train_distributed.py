@@ -111,7 +111,8 @@ def main() -> None:
     print(ratio_line)
     machine = {"cpus": os.cpu_count(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train_distributed.json").write_text(json.dumps({"machine": machine, "results": results, "runs": runs}, indent=2))
+    summary = {"machine": machine, "results": results, "runs": runs}
+    (args.out / "train_distributed.json").write_text(json.dumps(summary, indent=2))
     lines = [f"{r['setup']:24s} {r['images_per_s']:5.0f} images/s  ({r['ms_per_step']:.0f} ms a step of "
              f"{r['batch_size']}; best of {r['all_images_per_s']}, {r['steps']} steps after {args.warmup} warm-up)"
              for r in results]

@@ -28,7 +28,8 @@ def torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
 
 
-def fit_on_two_processes(config: train.TrainConfig, out: Path, mnist_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+def fit_on_two_processes(config: train.TrainConfig, out: Path, mnist_dir: Path,
+                         *extra: str) -> subprocess.CompletedProcess:
     command = torchrun(str(WORKER), "fit", json.dumps(asdict(config)), str(out), str(mnist_dir), *extra)
     return subprocess.run(command, capture_output=True, text=True, timeout=240)
 
@@ -64,9 +65,9 @@ def test_two_processes_end_with_the_weights_of_one_process_on_the_same_global_ba
 
 
 def test_batch_norm_over_two_shares_computes_what_batch_norm_computes_on_the_whole_batch():
-    # Batch norm in this (`ours`) model cannot be compared through whole runs: PyTorch's own channels-last batch norm
-    # on the CPU is so inexact (3e-4 on the first layer's activations) that one process on 1 or on 2 threads already
-    # ends 16 steps apart by 2e-2 (at lr 0.01). So the layer is checked alone, against float64 BatchNorm on the whole batch.
+    # Batch norm in `ours` cannot be compared through whole runs: PyTorch's own channels-last batch norm on the CPU
+    # is so inexact (3e-4 on the first layer's activations) that one process on 1 or on 2 threads already ends
+    # 16 steps apart by 2e-2 (at lr 0.01). So the layer is checked alone, against float64 BatchNorm on the whole batch.
     result = subprocess.run(torchrun(str(WORKER), "batchnorm"), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     errors = json.loads(result.stdout.strip().splitlines()[-1])
@@ -97,7 +98,8 @@ def test_resume_on_two_processes_after_an_interruption_is_bit_for_bit_the_uninte
 
     resumed = fit_on_two_processes(tiny_config(), out, mnist_dir, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    differences = weight_differences(train.load_checkpoint(out / "last.pt"), train.load_checkpoint(two_process_run / "last.pt"))
+    differences = weight_differences(train.load_checkpoint(out / "last.pt"),
+                                     train.load_checkpoint(two_process_run / "last.pt"))
     assert not any(differences.values()), {k: v for k, v in differences.items() if v}
 
 

@@ -145,7 +145,8 @@ class GlobalBatchNorm(_BatchNorm):
         new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
         if bn.affine:
             new.weight, new.bias = bn.weight, bn.bias  # the same Parameters: the optimizer already holds them
-        new.running_mean, new.running_var, new.num_batches_tracked = bn.running_mean, bn.running_var, bn.num_batches_tracked
+        new.running_mean, new.running_var = bn.running_mean, bn.running_var
+        new.num_batches_tracked = bn.num_batches_tracked
         new.train(bn.training)
         return new
 
@@ -198,10 +199,10 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         # share alone, and the local sums of grad and grad·x̂ (the weights' own gradients, which stay local: DDP
         # averages them like any other parameter's).
         grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
-            grad_y, x, weight, None, None, mean, invstd, True, 0.0, [True, weight is not None, True])
+            grad_y, x, weight, None, None, mean, invstd, True, 0.0, [True, True, True])
         # The statistics depend on every process's images, so the input's gradient needs the global means of those
         # sums, where the kernel used this share's: add the difference, a + b·x per channel.
-        local_sums = torch.cat([grad_bias, grad_weight if weight is not None else torch.zeros_like(grad_bias)])
+        local_sums = torch.cat([grad_bias, grad_weight])
         sums = local_sums.clone()
         dist.all_reduce(sums)
         local_mean_grad, local_mean_grad_xhat = (local_sums / local_count).chunk(2)
@@ -210,4 +211,6 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         b = scale * invstd * (local_mean_grad_xhat - mean_grad_xhat)
         a = scale * (local_mean_grad - mean_grad) - b * mean
         grad_x.add_(a.view(shape)).addcmul_(x, b.view(shape))
-        return grad_x, grad_weight, grad_bias if weight is not None else None, None
+        if weight is None:
+            return grad_x, None, None, None
+        return grad_x, grad_weight, grad_bias, None
