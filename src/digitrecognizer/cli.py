@@ -18,7 +18,7 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import train
+    from . import distributed, train
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "limit_train": args.limit_train, "threads": args.threads,
@@ -29,14 +29,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.width or args.hidden:
         overrides["model_args"] = {k: v for k, v in (("width", args.width), ("hidden", args.hidden)) if v}
     config = train.preset_config(args.preset, **overrides)
+    # Under torchrun every process runs this command; the first one speaks for all.
+    processes = distributed.Processes.from_environment()
     try:
-        run = train.fit(config, args.out, args.data_dir, resume=args.resume, progress=not args.no_progress)
+        run = train.fit(config, args.out, args.data_dir, resume=args.resume, progress=not args.no_progress,
+                        processes=processes)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: progress saved to {args.out / 'last.pt'}; continue with "
-              f"`digitrecognizer train --out {args.out} --resume`", file=sys.stderr)
+        if processes.is_main:
+            launcher = "torchrun ... -m digitrecognizer.cli" if processes.several else "digitrecognizer"
+            print(f"\ninterrupted: progress saved to {args.out / 'last.pt'}; continue with "
+                  f"`{launcher} train --out {args.out} --resume`", file=sys.stderr)
         return 130
-    print(f"done: {run.epoch} epochs in {run.train_seconds / 60:.1f} min, best validation accuracy "
-          f"{run.best_val_acc:.4%}; checkpoints in {args.out}")
+    if processes.is_main:
+        print(f"done: {run.epoch} epochs in {run.train_seconds / 60:.1f} min, best validation accuracy "
+              f"{run.best_val_acc:.4%}; checkpoints in {args.out}")
     return 0
 
 
@@ -176,19 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on MNIST with checkpoints and resume",
                        description="Train on MNIST. Writes last.pt/best.pt checkpoints and metrics.jsonl to --out "
-                                   "after every epoch; Ctrl-C saves and stops; --resume continues exactly.")
+                                   "after every epoch; Ctrl-C saves and stops; --resume continues exactly. Runs "
+                                   "unchanged on several processes: torchrun --standalone --nproc_per_node=N -m "
+                                   "digitrecognizer.cli train ... (--batch-size is the batch of all processes together)")
     p.add_argument("--preset", default="default", help="named recipe: default (the shipped model), seed (the original "
                    "Keras architecture), finetune (a few epochs from --init-weights), quick (a smoke run)")
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder (default: runs/default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
-    p.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    p.add_argument("--batch-size", type=int, help="override the preset's batch size (of all processes together)")
     p.add_argument("--lr", type=float, help="override the preset's peak learning rate")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--width", type=int, help="override the model's channel width")
     p.add_argument("--hidden", type=int, help="override the model's hidden units")
     p.add_argument("--limit-train", type=int, help="train on only the first N images (quick checks)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch in each process (default: the cores, "
+                   "shared among the processes under torchrun)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--extra-data", type=Path, metavar="NPZ",
                    help="extra examples mixed into MNIST (from `digitrecognizer feedback export`)")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from . import data
+from . import data, distributed
 from .models import MNIST_MEAN, MNIST_STD, create_model
 
 
@@ -104,8 +104,26 @@ def preset_config(name: str, **overrides) -> TrainConfig:
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
     """x: (B, 1, 28, 28) in [0, 1], white ink on black. One affine+elastic resampling, then stroke width."""
-    b = x.shape[0]
+    return apply_distortions(x, draw_distortions(x.shape[0], cfg, g))
 
+
+@dataclass
+class Distortions:
+    """The random part of `augment_batch`, one row per image. Drawn for a whole batch and then sliced, it lets each
+    training process distort only its share of the batch, exactly as one process distorts the whole batch."""
+
+    theta: torch.Tensor  # (B, 2, 3) affine map from output to input coordinates
+    elastic: torch.Tensor | None  # (B, 2, 5, 5) coarse displacement field, in affine_grid units
+    stroke: torch.Tensor | None  # (B, 1, 1, 1) pen-width change: > 0 thicker, < 0 thinner
+    crisp_level: torch.Tensor | None  # (B, 1, 1, 1) cut level of the crisp re-drawing; NaN keeps the soft edge
+
+    def __getitem__(self, rows: slice) -> "Distortions":
+        return Distortions(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+                              for f in fields(self)})
+
+
+def draw_distortions(b: int, cfg: AugmentConfig, g: torch.Generator) -> Distortions:
+    # The order of the draws is part of the recipe: changing it changes every seeded run.
     def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
         return torch.rand(b, *shape, generator=g) * (hi - lo) + lo
 
@@ -124,34 +142,42 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
         ],
         dim=1,
     )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    if cfg.elastic_px:
+    elastic = torch.randn(b, 2, 5, 5, generator=g) * (cfg.elastic_px / 14.0) if cfg.elastic_px else None
+    stroke = uniform(-cfg.stroke, cfg.stroke).view(b, 1, 1, 1) if cfg.stroke else None
+    crisp_level = None
+    if cfg.crisp:
+        chosen = torch.rand(b, generator=g) < cfg.crisp
+        crisp_level = torch.full((b, 1, 1, 1), math.nan)
+        if chosen.any():
+            crisp_level[chosen] = torch.rand(int(chosen.sum()), 1, 1, 1, generator=g) * 0.4 + 0.25
+    return Distortions(theta, elastic, stroke, crisp_level)
+
+
+def apply_distortions(x: torch.Tensor, d: Distortions) -> torch.Tensor:
+    grid = F.affine_grid(d.theta, list(x.shape), align_corners=False)
+    if d.elastic is not None:
         # A coarse random field upsampled to 28x28 gives smooth, local wobble like an unsteady hand.
-        coarse = torch.randn(b, 2, 5, 5, generator=g) * (cfg.elastic_px / 14.0)
-        field_ = F.interpolate(coarse, size=(28, 28), mode="bicubic", align_corners=True)
+        field_ = F.interpolate(d.elastic, size=(28, 28), mode="bicubic", align_corners=True)
         grid = grid + field_.permute(0, 2, 3, 1)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if cfg.stroke:
+    if d.stroke is not None:
         # Blend towards a 3x3 max (thicker) or min (thinner) filter: a continuous pen-width change.
-        strength = uniform(-cfg.stroke, cfg.stroke).view(b, 1, 1, 1)
         thick = F.max_pool2d(out, 3, stride=1, padding=1)
         thin = -F.max_pool2d(-out, 3, stride=1, padding=1)
-        out = torch.where(strength > 0, out + strength * (thick - out), out + 0.5 * strength.abs() * (thin - out))
-    if cfg.crisp:
-        out = crisp_strokes(out, cfg.crisp, g)
+        out = torch.where(d.stroke > 0, out + d.stroke * (thick - out), out + 0.5 * d.stroke.abs() * (thin - out))
+    if d.crisp_level is not None:
+        out = crisp_strokes(out, d.crisp_level)
     return out.clamp_(0, 1)
 
 
-def crisp_strokes(x: torch.Tensor, share: float, g: torch.Generator) -> torch.Tensor:
-    """Re-draw a share of the batch the way the app sees drawings: upsample 4x, cut at a random level (a hard
-    brush edge; the level also thins or thickens the stroke), and average back down to 28x28."""
-    b = x.shape[0]
-    chosen = torch.rand(b, generator=g) < share
+def crisp_strokes(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """Re-draw the images with a level the way the app sees drawings: upsample 4x, cut at the level (a hard brush
+    edge; the level also thins or thickens the stroke), and average back down to 28x28."""
+    chosen = ~level.view(-1).isnan()
     if not chosen.any():
         return x
     up = F.interpolate(x[chosen], scale_factor=4, mode="bilinear", align_corners=False)
-    level = (torch.rand(int(chosen.sum()), 1, 1, 1, generator=g) * 0.4 + 0.25)
-    crisp = ((up - level) / 0.08).clamp_(0, 1)
+    crisp = ((up - level[chosen]) / 0.08).clamp_(0, 1)
     out = x.clone()
     out[chosen] = F.avg_pool2d(crisp, 4)
     return out
@@ -333,7 +359,24 @@ def predict_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int =
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # Each epoch draws from its own seeded stream, so a resumed run sees the same batches and distortions.
+    # Every process draws the whole stream, so all of them see the same permutation and distortions.
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def dropout_seed(seed: int, epoch: int, processes: distributed.Processes) -> int:
+    # Dropout differs per process (its own images), yet stays seeded; one process keeps the seed it always had.
+    return (seed * 100_003 + epoch) * processes.world_size + processes.rank
+
+
+def validate(model: torch.nn.Module, split: data.MnistSplit, processes: distributed.Processes) -> tuple[float, float]:
+    """Loss and accuracy on the split; on several processes each measures a contiguous share and the sums are shared."""
+    start, stop = (len(split) * r // processes.world_size for r in (processes.rank, processes.rank + 1))
+    logits = predict_logits(model, split.images[start:stop])
+    labels = torch.from_numpy(split.labels[start:stop])
+    loss_sum = F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0.0
+    correct = (logits.argmax(1) == labels).sum().item()
+    loss_sum, correct, count = processes.sum([loss_sum, correct, len(labels)])
+    return (loss_sum / count, correct / count) if count else (float("nan"), float("nan"))
 
 
 def fit(
@@ -345,20 +388,35 @@ def fit(
     on_epoch_end: Callable[["Run"], None] | None = None,
     progress: bool = True,
     command: str | None = None,
+    processes: distributed.Processes | None = None,
 ) -> Run:
     """Train until config.epochs are done, checkpointing to out_dir after each; returns the finished run.
 
     Ctrl-C (KeyboardInterrupt, also raised by `on_step` in tests) saves the exact position and re-raises.
     `on_epoch_end` lets benchmarks measure each epoch's model (the test set is never read here).
+    Under torchrun (`processes` defaults to what its environment says) each process trains on its share of every
+    batch; `on_step` and `on_epoch_end` run on every process, and must raise at the same step on all of them.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    processes = processes or distributed.Processes.from_environment()
+    with distributed.joined(processes):
+        return _fit(config, Path(out_dir), data_dir, resume, on_step, on_epoch_end, progress, command, processes)
+
+
+def _fit(config: TrainConfig, out_dir: Path, data_dir: Path | None, resume: bool,
+         on_step: Callable[[int], None] | None, on_epoch_end: Callable[["Run"], None] | None, progress: bool,
+         command: str | None, processes: distributed.Processes) -> Run:
     last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "metrics.jsonl"
+    if processes.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     if resume:
-        ckpt = load_checkpoint(last_path)
+        ckpt = load_checkpoint(last_path)  # every process reads it: they all continue from the same state
         config = TrainConfig.from_dict(ckpt["config"])  # the saved config wins: a resumed run is the same run
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    torch.set_num_threads(config.threads or processes.default_threads())
+    # The distributed sampler: every process slices its rows out of each batch of the one seeded permutation, so a
+    # batch holds the same images on any number of processes. (torch's DistributedSampler deals the epoch's indices
+    # out round-robin instead: other batches than one process would see.)
+    share = processes.share(config.batch_size)
 
     train_full = data.load_split(data_dir, "train")
     train_split, val_split = data.train_val_split(train_full, config.val_fraction, config.seed)
@@ -378,16 +436,19 @@ def fit(
     if resume:
         run = restore_run(ckpt, steps_per_epoch)
         rng = ckpt["rng"]
-        # The checkpoint is the truth: drop log lines of an epoch that was killed before it was saved.
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in run.history))
+        if processes.is_main:
+            # The checkpoint is the truth: drop log lines of an epoch that was killed before it was saved.
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in run.history))
     else:
         run = build_run(config, steps_per_epoch)
         if config.init_weights:
             load_initial_weights(run, Path(config.init_weights))
-        run.command = command or shlex.join(["digitrecognizer", *sys.argv[1:]])
+        run.command = command or launch_command(processes)
         rng = None
-        log_path.write_text("")
-        (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        if processes.is_main:
+            log_path.write_text("")
+            (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    trainee = distributed.data_parallel(run.model, processes)
 
     while run.epoch < config.epochs:
         epoch = run.epoch
@@ -395,28 +456,36 @@ def fit(
         perm = torch.randperm(n, generator=g)
         if rng is not None:  # continuing inside an interrupted epoch
             g.set_state(rng["generator"])
-            torch.set_rng_state(rng["torch"])
+            restore_dropout_stream(rng["torch"], config.seed, epoch, processes)
             rng = None
         else:
-            torch.manual_seed(config.seed * 100_003 + epoch)  # dropout's stream
-        run.model.train()
+            torch.manual_seed(dropout_seed(config.seed, epoch, processes))
+        trainee.train()
         started = time.perf_counter()
         loss_sum = correct = seen = 0.0
         bar = tqdm(
             range(run.step_in_epoch, steps_per_epoch), total=steps_per_epoch, initial=run.step_in_epoch,
-            desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, dynamic_ncols=True,
+            desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not (progress and processes.is_main),
+            dynamic_ncols=True,
         )
         try:
             for step in bar:
                 if on_step is not None:
                     on_step(epoch * steps_per_epoch + step)
-                idx = perm[step * config.batch_size : (step + 1) * config.batch_size]
+                if processes.agree_to_stop():
+                    raise KeyboardInterrupt
+                batch = perm[step * config.batch_size : (step + 1) * config.batch_size]
+                # Distortions are drawn for the whole batch on every process, which keeps the generators in step
+                # and distorts each image as one process would; each process then distorts only its share.
+                distortions = draw_distortions(len(batch), config.augment, g) if config.augment.enabled else None
+                idx = batch[share]
                 x = x_all[idx].float().div_(255)
-                if config.augment.enabled:
-                    x = augment_batch(x, config.augment, g)
+                if distortions is not None:
+                    x = apply_distortions(x, distortions[share])
                 x = normalize(x).contiguous(memory_format=torch.channels_last)
                 y = y_all[idx]
-                logits = run.model(x)
+                # The mean over this share: averaging the gradients over equal shares gives the batch mean's.
+                logits = trainee(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 run.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -431,43 +500,66 @@ def fit(
                 if step % 20 == 0:
                     elapsed = time.perf_counter() - started
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                    img_s=f"{seen / max(elapsed, 1e-9):.0f}", lr=f"{run.scheduler.get_last_lr()[0]:.4f}")
+                                    img_s=f"{seen * processes.world_size / max(elapsed, 1e-9):.0f}",
+                                    lr=f"{run.scheduler.get_last_lr()[0]:.4f}")
         except KeyboardInterrupt:
             run.train_seconds += time.perf_counter() - started
-            atomic_torch_save(run.state({"generator": g.get_state(), "torch": torch.get_rng_state()}), last_path)
+            dropout_streams = processes.gather(torch.get_rng_state())
+            if processes.is_main:
+                atomic_torch_save(run.state({"generator": g.get_state(), "torch": dropout_streams}), last_path)
+            processes.barrier()  # torchrun stops them all once one exits: let the save finish first
             bar.close()
             raise
         bar.close()
         epoch_seconds = time.perf_counter() - started
         run.train_seconds += epoch_seconds
+        loss_sum, correct, seen = processes.sum([loss_sum, correct, seen])
 
-        val_logits = predict_logits(run.eval_model(), val_split.images)
-        val_y = torch.from_numpy(val_split.labels)
-        val_loss = F.cross_entropy(val_logits, val_y).item() if len(val_y) else float("nan")
-        val_acc = (val_logits.argmax(1) == val_y).float().mean().item() if len(val_y) else float("nan")
+        val_loss, val_acc = validate(run.eval_model(), val_split, processes)
         record = {
             "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
             "val_loss": val_loss, "val_acc": val_acc, "lr": run.scheduler.get_last_lr()[0],
-            "epoch_seconds": epoch_seconds, "images_per_s": seen / epoch_seconds,
+            "epoch_seconds": epoch_seconds, "images_per_s": seen / epoch_seconds, "processes": processes.world_size,
         }
         run.history.append(record)
         run.epoch, run.step_in_epoch = epoch + 1, 0
         improved = val_acc >= run.best_val_acc  # ties go to the later, longer-trained weights
         run.best_val_acc = max(run.best_val_acc, val_acc)
-        state = run.state()
-        if improved:
-            atomic_torch_save(state, best_path)
-        atomic_torch_save(state, last_path)
-        # Logged after the checkpoint: a line in the log always has a checkpoint behind it.
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if processes.is_main:
+            state = run.state()
+            if improved:
+                atomic_torch_save(state, best_path)
+            atomic_torch_save(state, last_path)
+            # Logged after the checkpoint: a line in the log always has a checkpoint behind it.
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         if on_epoch_end is not None:
             on_epoch_end(run)
-        tqdm.write(
-            f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
-            f"val loss {val_loss:.4f} acc {val_acc:.4%} | {epoch_seconds:.0f}s", file=sys.stderr
-        )
+        if processes.is_main:
+            tqdm.write(
+                f"epoch {epoch + 1}/{config.epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f} | "
+                f"val loss {val_loss:.4f} acc {val_acc:.4%} | {epoch_seconds:.0f}s", file=sys.stderr
+            )
     return run
+
+
+def restore_dropout_stream(saved: list | torch.Tensor, seed: int, epoch: int, processes: distributed.Processes) -> None:
+    """Each process continues its own saved dropout stream; a process the saved run did not have starts a seeded one."""
+    streams = [saved] if isinstance(saved, torch.Tensor) else saved  # one tensor: saved before several processes
+    if processes.rank < len(streams):
+        torch.set_rng_state(streams[processes.rank])
+    else:
+        torch.manual_seed(dropout_seed(seed, epoch, processes))
+
+
+def launch_command(processes: distributed.Processes) -> str:
+    """The command line that started this run, for the checkpoint and the model card."""
+    if not processes.several:
+        return shlex.join(["digitrecognizer", *sys.argv[1:]])
+    nodes = processes.world_size // processes.local_world_size
+    launcher = ["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else ["--standalone"]),
+                f"--nproc_per_node={processes.local_world_size}", "-m", "digitrecognizer.cli"]
+    return shlex.join([*launcher, *sys.argv[1:]])
 
 
 def environment() -> dict:
