@@ -106,3 +106,10 @@ def test_feedback_export_writes_what_the_store_holds(tmp_path, capsys):
         assert npz["labels"].tolist() == [3, 7] and npz["images"].shape == (2, 28, 28)
     assert main(["feedback", "list", "--db", str(db)]) == 0
     assert "2 corrections" in capsys.readouterr().out
+
+
+def test_train_too_short_for_its_schedule_is_a_clear_error(mnist_dir, tmp_path, capsys):
+    code = main(["train", "--preset", "quick", "--limit-train", "300", "--batch-size", "64", "--epochs", "1",
+                 "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run")])
+    assert code != 0
+    assert "one-cycle schedule needs at least" in capsys.readouterr().err

@@ -264,6 +264,9 @@ class Run:
         return self.ema.module if self.ema else self.model
 
 
+MIN_ONE_CYCLE_STEPS = 10
+
+
 def build_run(config: TrainConfig, steps_per_epoch: int) -> Run:
     torch.manual_seed(config.seed)
     model, _ = create_model(config.model, **config.model_args)
@@ -276,6 +279,12 @@ def build_run(config: TrainConfig, steps_per_epoch: int) -> Run:
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0}],
             lr=config.lr, momentum=0.9, nesterov=True,
         )
+        total_steps = config.epochs * steps_per_epoch
+        if total_steps < MIN_ONE_CYCLE_STEPS:
+            # OneCycleLR divides by zero when its warm-up phase is under one step.
+            raise ValueError(f"the run has {total_steps} steps ({config.epochs} epochs x {steps_per_epoch}); the "
+                             f"one-cycle schedule needs at least {MIN_ONE_CYCLE_STEPS}: train on more images "
+                             "(--limit-train), for more --epochs, or with a smaller --batch-size")
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.2
         )
