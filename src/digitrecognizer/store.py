@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import struct
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -278,7 +280,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # concurrent writers wait instead of failing
         cursor.execute("PRAGMA synchronous = FULL")  # an acknowledged correction survives a crash
-        cursor.execute("PRAGMA journal_mode = WAL")  # readers don't block the writer
+        _use_wal(cursor)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -286,6 +288,22 @@ def _configure_sqlite(engine: Engine) -> None:
         # A deferred transaction that reads and then writes gets SQLITE_BUSY at once, without the busy timeout;
         # IMMEDIATE takes the write lock up front, waiting for it.
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("for_write") else "BEGIN")
+
+
+def _use_wal(cursor) -> None:
+    """WAL journal: readers don't block the writer. The mode is stored in the file, so only a new database
+    needs the switch, and it takes an exclusive lock for which SQLite may answer "locked" at once, without the
+    busy timeout, when several processes open a new database together (serve --workers): so wait and retry."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
