@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,21 @@ def recognizer(model_dir):
 ENV_TEST_PG = "DIGITRECOGNIZER_TEST_PG_URL"
 NO_POSTGRES = (f"the PostgreSQL tests need a server: install Debian's postgresql package (`bash scripts/test.sh` "
                f"does), or set {ENV_TEST_PG}=postgresql://user:pass@host:port/db for a user who may CREATE DATABASE")
+
+
+@pytest.fixture(scope="session")
+def wait_for_first_epoch():
+    """Waits until a training process has logged (and so checkpointed) one epoch, or has ended."""
+
+    def wait(process: subprocess.Popen, out_dir: Path, timeout_s: float) -> None:
+        metrics = Path(out_dir) / "metrics.jsonl"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and process.poll() is None:
+            if metrics.exists() and metrics.read_text().count("\n") >= 1:
+                return
+            time.sleep(0.05)
+
+    return wait
 
 
 @pytest.fixture(scope="session")

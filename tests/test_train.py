@@ -115,21 +115,16 @@ def test_extra_data_with_bad_labels_is_refused(tmp_path):
         train.load_extra_data(bad)
 
 
-def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint_and_completes(mnist_dir, tmp_path):
+def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint_and_completes(mnist_dir, tmp_path,
+                                                                                 wait_for_first_epoch):
     import os
     import signal
-    import time
 
     out = tmp_path / "run"
     command = [sys.executable, "-m", "digitrecognizer.cli", "train", "--preset", "quick", "--limit-train", "3000",
                "--epochs", "3", "--out", str(out), "--data-dir", str(mnist_dir), "--threads", "1", "--no-progress"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics.exists() and metrics.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.05)
+    wait_for_first_epoch(process, out, timeout_s=240)
     os.kill(process.pid, signal.SIGKILL)  # no chance to save: only the atomic per-epoch checkpoint remains
     process.wait()
     assert train.load_checkpoint(out / "last.pt")["epoch"] >= 1
@@ -137,6 +132,6 @@ def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint_and_complete
 
     resumed = subprocess.run(command[:-1] + ["--resume", "--no-progress"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records][-1] == 3
     assert train.load_checkpoint(out / "last.pt")["epoch"] == 3

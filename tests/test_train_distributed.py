@@ -6,12 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import torch
 
 from digitrecognizer import train
 
@@ -103,18 +101,13 @@ def test_resume_on_two_processes_after_an_interruption_is_bit_for_bit_the_uninte
     assert not any(differences.values()), {k: v for k, v in differences.items() if v}
 
 
-def test_cli_under_torchrun_stops_on_ctrl_c_and_resumes_to_the_last_epoch(mnist_dir, tmp_path):
+def test_cli_under_torchrun_stops_on_ctrl_c_and_resumes_to_the_last_epoch(mnist_dir, tmp_path, wait_for_first_epoch):
     out = tmp_path / "run"
     command = torchrun("-m", "digitrecognizer.cli", "train", "--preset", "quick", "--limit-train", "2048",
                        "--batch-size", "64", "--epochs", "3", "--width", "8", "--hidden", "16", "--out", str(out),
                        "--data-dir", str(mnist_dir), "--no-progress")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics.exists() and metrics.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.05)
+    wait_for_first_epoch(process, out, timeout_s=120)
     os.kill(process.pid, signal.SIGINT)  # Ctrl-C reaches torchrun, which passes it on to each process
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
@@ -126,5 +119,5 @@ def test_cli_under_torchrun_stops_on_ctrl_c_and_resumes_to_the_last_epoch(mnist_
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.count("done: 3 epochs") == 1  # printed by the first process only
     assert resumed.stderr.count("epoch 3/3:") == 1
-    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert train.load_checkpoint(out / "last.pt")["epoch"] == 3
