@@ -171,3 +171,22 @@ def test_touching_slanted_digits_are_split_round_their_strokes_not_through_them(
     assert ndimage.label(left, structure=np.ones((3, 3)))[1] == 1
     assert ndimage.label(right, structure=np.ones((3, 3)))[1] == 1
     assert abs(int(left.sum()) - int(right.sum())) < 0.1 * box.sum()
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(bool, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12)))
+def test_fast_morphology_matches_scipy(mask):
+    # The shifted-slice dilation and erosion stand in for scipy's on the hot path: they must agree exactly,
+    # borders and one-pixel-wide masks included.
+    assert np.array_equal(preprocess._dilate_cross(mask), ndimage.binary_dilation(mask))
+    assert np.array_equal(preprocess._erode_cross(mask), ndimage.binary_erosion(mask))
+
+
+def test_specks_are_dropped_wherever_the_ink_lies():
+    mask = np.zeros((60, 80), bool)
+    mask[10:40, 30:34] = True  # a stroke
+    mask[50, 75] = True  # a speck far from it, outside the stroke's box
+    mask[12, 36] = True  # a speck beside it
+    kept = preprocess._keep_significant(mask)
+    assert kept.shape == mask.shape
+    assert kept[10:40, 30:34].all() and kept.sum() == 30 * 4

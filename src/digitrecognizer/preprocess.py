@@ -187,15 +187,19 @@ def decode(image, limits: Limits = Limits()) -> tuple[np.ndarray, float]:
 
 def ink_map(gray: np.ndarray) -> np.ndarray:
     """Luminance -> ink in [0, 1] (1 = full stroke): polarity decided, uneven lighting removed, noise floor cut."""
+    # float32 throughout, with plain Python floats as scalars: NumPy would promote to float64 (twice the memory
+    # traffic) for a NumPy float64 scalar, and these passes over the whole image are most of the work.
+    gray = gray.astype(np.float32, copy=False)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     # The background is what most of the border (and most of the image) is: ink is the minority.
     # (A strided sample gives the same median at a fraction of the cost of sorting every pixel.)
     sample = gray[::3, ::3]
-    dark_on_light = 0.5 * (np.median(border) + np.median(sample)) > 0.5
-    low, level, high = np.percentile(border, [10, 50, 90])
+    dark_on_light = 0.5 * (float(np.median(border)) + float(np.median(sample))) > 0.5
+    low, level, high = (float(v) for v in np.percentile(border, [10, 50, 90]))
     if high - low < 0.08 or min(gray.shape) < 16:
         # A flat background (a canvas, a scan): measure ink from its level.
-        ink = np.clip(1.0 - gray / max(level, 1e-3), 0, 1) if dark_on_light else np.clip(gray - level, 0, 1)
+        ink = 1.0 - gray * (1.0 / max(level, 1e-3)) if dark_on_light else gray - level
+        np.clip(ink, 0.0, 1.0, out=ink)
     else:
         # Uneven lighting (a photo of paper, shadows): estimate the background with a window much wider than
         # any stroke (a third of the image), from the brightest paper (or darkest board) nearby, smoothed.
@@ -214,11 +218,14 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
     # Otsu on every other pixel in each direction: the same histogram shape at a quarter of the cost.
     cut = _otsu(ink[::2, ::2] / peak) * peak
     # Scale so the core of the strokes is full ink (as in MNIST), robust to a few hot pixels.
-    core = float(np.percentile(ink[ink > cut], 90)) if (ink > cut).any() else peak
-    ink = np.clip(ink / max(core, 1e-6), 0.0, 1.0)
-    # Keep anti-aliased edges (MNIST has them) but drop paper grain and sensor noise below half the Otsu cut.
-    floor = 0.5 * cut / max(core, 1e-6)
-    return np.clip((ink - floor) / max(1.0 - floor, 1e-6), 0.0, 1.0)
+    strokes = ink[ink > cut]
+    core = max(float(np.percentile(strokes, 90)) if len(strokes) else peak, 1e-6)
+    # Keep anti-aliased edges (MNIST has them) but drop paper grain and sensor noise below half the Otsu cut:
+    # ink / core, with `floor` mapped to 0 and 1 kept at 1, in one pass.
+    floor = 0.5 * cut / core
+    ink -= floor * core
+    ink *= 1.0 / max(core * (1.0 - floor), 1e-6)
+    return np.clip(ink, 0.0, 1.0, out=ink)
 
 
 def _otsu(values: np.ndarray, bins: int = 64) -> float:
@@ -248,12 +255,46 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice]]
 
 def _keep_significant(mask: np.ndarray) -> np.ndarray:
     """Drop specks: components smaller than 2% of the largest (dust, sensor noise, stray dots)."""
-    labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
-    if count == 0:
+    box = _bounding_box(mask)
+    if box is None:
         return mask
+    # Labelled within the ink's bounding box only: the same components, in a fraction of the pixels.
+    labels, count = ndimage.label(mask[box], structure=EIGHT_CONNECTED)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     keep = np.concatenate([[False], areas >= max(2, 0.02 * areas.max())])
-    return keep[labels]  # a lookup table: much faster than np.isin on every pixel
+    out = np.zeros_like(mask)
+    out[box] = keep[labels]  # a lookup table: much faster than np.isin on every pixel
+    return out
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows) == 0:
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+# Binary dilation and erosion by the 4-neighbour cross (scipy.ndimage's default structure), done with shifted
+# slices: the same result as ndimage.binary_dilation / binary_erosion (border_value=0) at about a tenth of the
+# cost on a digit-sized mask, which matters at 2 ms per canvas.
+def _dilate_cross(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def _erode_cross(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    out[0] = out[-1] = False  # outside the image counts as background
+    out[:, 0] = out[:, -1] = False
+    out[1:] &= mask[:-1]
+    out[:-1] &= mask[1:]
+    out[:, 1:] &= mask[:, :-1]
+    out[:, :-1] &= mask[:, 1:]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,19 +304,18 @@ def _keep_significant(mask: np.ndarray) -> np.ndarray:
 def _stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width: area / half the perimeter (a stroke of length L and width w has area Lw, perimeter ~2L)."""
     area = mask.sum()
-    edge = mask & ~ndimage.binary_erosion(mask)
+    edge = mask & ~_erode_cross(mask)
     return float(2.0 * area / max(edge.sum(), 1))
 
 
 def mnist_from_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     """Crop to the ink's box, fix extreme stroke widths, scale the longer side to 20 px, centre by mass in 28x28."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if len(rows) == 0:
+    box = _bounding_box(mask)
+    if box is None:
         return None
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     crop_mask = mask[box]
     # Only the kept strokes (and their anti-aliased rim): specks and other digits inside the box are dropped.
-    crop = np.where(ndimage.binary_dilation(crop_mask), ink[box], 0.0)
+    crop = np.where(_dilate_cross(crop_mask), ink[box], np.float32(0))
     longer = max(crop.shape)
     ratio = _stroke_width(crop_mask) / longer
     if longer >= 24 and not (STROKE_RATIO_RANGE[0] <= ratio <= STROKE_RATIO_RANGE[1]):
