@@ -86,7 +86,7 @@ def test_resume_without_a_checkpoint_explains_what_to_do(mnist_dir, tmp_path):
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(ValueError, match="default, seed, finetune, quick"):
+    with pytest.raises(ValueError, match="default, seed, compact, finetune, quick"):
         train.preset_config("fast")
 
 
@@ -135,3 +135,25 @@ def test_training_killed_mid_epoch_resumes_from_its_last_checkpoint_and_complete
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records][-1] == 3
     assert train.load_checkpoint(out / "last.pt")["epoch"] == 3
+
+
+@pytest.mark.parametrize("padding, side", [("same", 7), ("valid", 4)])
+def test_both_paddings_build_a_ten_class_network(padding, side):
+    from digitrecognizer.models import create_model
+
+    net, config = create_model("ours", width=8, hidden=16, padding=padding)
+    assert config["padding"] == padding
+    assert net.classifier[1].in_features == 16 * side * side  # what the last feature map holds
+    assert net.eval()(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_unknown_padding_is_refused():
+    from digitrecognizer.models import create_model
+
+    with pytest.raises(ValueError, match="'same' or 'valid'"):
+        create_model("ours", padding="full")
+
+
+def test_a_width_override_keeps_the_presets_other_model_settings():
+    config = train.preset_config("compact", model_args={"width": 24})
+    assert config.model_args == {"width": 24, "padding": "valid"}

@@ -20,11 +20,14 @@ class OursConfig:
     width: int = 32  # channels of the first stage; the second stage has 2x
     hidden: int = 128  # units of the classifier's hidden layer
     dropout: float = 0.25
+    # 'same' keeps 28x28 through the first pair of 3x3 convolutions; 'valid' lets them shrink the map
+    # (28 -> 26 -> 24, then 12 -> 10 -> 8), as in Deotte's Kaggle MNIST CNN: about half the work per image.
+    padding: str = "same"
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+def _conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, pad: bool = True) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2 if pad else 0, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
@@ -33,20 +36,23 @@ def _conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Sequ
 class OursNet(nn.Module):
     def __init__(self, config: OursConfig):
         super().__init__()
-        w = config.width
+        if config.padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', not {config.padding!r}")
+        w, pad = config.width, config.padding == "same"
         self.features = nn.Sequential(
-            _conv_bn(1, w),
-            _conv_bn(w, w),
-            _conv_bn(w, w, kernel=5, stride=2),  # learned downsampling beats max-pool here (28 -> 14)
+            _conv_bn(1, w, pad=pad),
+            _conv_bn(w, w, pad=pad),
+            _conv_bn(w, w, kernel=5, stride=2),  # learned downsampling beats max-pool here (28 -> 14, or 24 -> 12)
             nn.Dropout(config.dropout * 0.5),
-            _conv_bn(w, 2 * w),
-            _conv_bn(2 * w, 2 * w),
-            _conv_bn(2 * w, 2 * w, kernel=5, stride=2),  # 14 -> 7
+            _conv_bn(w, 2 * w, pad=pad),
+            _conv_bn(2 * w, 2 * w, pad=pad),
+            _conv_bn(2 * w, 2 * w, kernel=5, stride=2),  # 14 -> 7, or 8 -> 4
             nn.Dropout(config.dropout * 0.5),
         )
+        side = 7 if pad else 4
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(2 * w * 7 * 7, config.hidden, bias=False),
+            nn.Linear(2 * w * side * side, config.hidden, bias=False),
             nn.BatchNorm1d(config.hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(config.dropout),
