@@ -19,6 +19,9 @@ import numpy as np
 from digitrecognizer import Recognizer, data, synth
 
 
+ROUNDS = 5
+
+
 def percentiles(samples_s: list[float]) -> dict:
     ms = np.array(samples_s) * 1000
     return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
@@ -48,14 +51,21 @@ def main() -> None:
     rec = Recognizer(args.model)
     for png in canvases[:20]:
         rec.predict(png)  # warm-up
-    samples = []
-    for png in canvases:
-        t0 = time.perf_counter()
-        rec.predict(png)
-        samples.append(time.perf_counter() - t0)
-    result["predict_canvas_png"] = percentiles(samples)
+    # Shared cloud machines vary by up to 2x from one minute to the next (neighbours on the host), so the
+    # canvas latency is measured in several rounds, and the round in the middle is the figure reported.
+    rounds = []
+    for _ in range(ROUNDS):
+        samples = []
+        for png in canvases:
+            t0 = time.perf_counter()
+            rec.predict(png)
+            samples.append(time.perf_counter() - t0)
+        rounds.append(percentiles(samples))
+    rounds.sort(key=lambda r: r["p50_ms"])
+    result["predict_canvas_png"] = {**rounds[len(rounds) // 2], "rounds_p50_ms": [r["p50_ms"] for r in rounds]}
     print(f"predict(280x280 canvas PNG), decode+preprocess+model: p50 {result['predict_canvas_png']['p50_ms']:.2f} ms, "
-          f"p95 {result['predict_canvas_png']['p95_ms']:.2f} ms (original project: ~40 ms)")
+          f"p95 {result['predict_canvas_png']['p95_ms']:.2f} ms (the middle of {ROUNDS} rounds, whose p50s ranged "
+          f"{rounds[0]['p50_ms']:.2f}-{rounds[-1]['p50_ms']:.2f} ms; original project: ~40 ms)")
 
     batch_rec = Recognizer(args.model, threads=2)
     batch = test.images[:1000]
