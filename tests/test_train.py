@@ -86,7 +86,7 @@ def test_resume_without_a_checkpoint_explains_what_to_do(mnist_dir, tmp_path):
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(ValueError, match="default, seed, compact, finetune, quick"):
+    with pytest.raises(ValueError, match="default, wide, seed, compact, finetune, quick"):
         train.preset_config("fast")
 
 
@@ -157,3 +157,16 @@ def test_unknown_padding_is_refused():
 def test_a_width_override_keeps_the_presets_other_model_settings():
     config = train.preset_config("compact", model_args={"width": 24})
     assert config.model_args == {"width": 24, "padding": "valid"}
+
+
+def test_the_default_preset_is_the_recipe_of_the_shipped_model():
+    # The shipped model must be reproducible by `digitrecognizer train --preset default`: its card records the
+    # full configuration its run trained with.
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import digitrecognizer
+
+    card = json.loads((Path(digitrecognizer.__file__).parent / "assets" / "card.json").read_text())
+    assert card["training"]["config"] == asdict(train.preset_config("default"))

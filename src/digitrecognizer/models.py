@@ -97,8 +97,9 @@ MODELS: dict[str, tuple[type, Callable[..., nn.Module]]] = {
 
 
 def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The penultimate features (the input of the last linear layer) of either registered network."""
-    return net.classifier[:-1](net.features(x))
+    """The convolutional features (the classifier's flattened input) of either registered network: what the
+    not-a-digit novelty is measured on."""
+    return net.features(x).flatten(1)
 
 
 def create_model(name: str, **overrides) -> tuple[nn.Module, dict]:
