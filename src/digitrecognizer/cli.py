@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "unchanged on several processes: torchrun --standalone --nproc_per_node=N -m "
                                    "digitrecognizer.cli train ... (--batch-size is the batch of all processes together)")
     p.add_argument("--preset", default="default", help="named recipe: default (the shipped model), wide (the model shipped "
-                   "before: same padding), seed (the original Keras architecture), compact (a 7x cheaper network for batch throughput), finetune (a few epochs from --init-weights), quick (a smoke run)")
+                   "before: same padding), seed (the original Keras architecture), compact (a 4x cheaper network "
+                   "for batch throughput), finetune (a few epochs from --init-weights), quick (a smoke run)")
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder (default: runs/default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--epochs", type=int, help="override the preset's number of epochs")

@@ -87,8 +87,8 @@ PRESETS: dict[str, dict] = {
         "label_smoothing": 0.0, "ema_decay": 0.0, "val_fraction": 0.15,
         "augment": {k.name: 0.0 for k in fields(AugmentConfig)},
     },
-    # A network with a seventh of the default's multiply-adds (valid padding, width 16), trained longer:
-    # 5.7x the batch throughput, 0.09 points lower on validation (benchmarks/experiments.md).
+    # A network with a quarter of the default's multiply-adds (width 16), trained longer: 3.3x the batch
+    # throughput, 0.14 points lower on validation (benchmarks/experiments.md).
     "compact": {"epochs": 90, "model_args": {"width": 16, "padding": "valid"}},
     # Teach the shipped model a user's handwriting: a few epochs from its weights, with --extra-data.
     "finetune": {"epochs": 3, "lr": 0.01, "model_args": SHIPPED_MODEL_ARGS},
