@@ -170,3 +170,9 @@ def test_the_default_preset_is_the_recipe_of_the_shipped_model():
 
     card = json.loads((Path(digitrecognizer.__file__).parent / "assets" / "card.json").read_text())
     assert card["training"]["config"] == asdict(train.preset_config("default"))
+
+
+def test_another_model_does_not_inherit_the_presets_model_settings():
+    config = train.preset_config("default", model="seed", model_args={})
+    assert config.model_args == {}
+    train.create_model(config.model, **config.model_args)  # SeedConfig takes no width or padding

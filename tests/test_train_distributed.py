@@ -80,7 +80,8 @@ def test_only_the_first_process_writes_files(two_process_run):
 
 def test_checkpoints_hold_the_plain_network_for_export_and_single_process_resume(two_process_run):
     state = train.load_checkpoint(two_process_run / "best.pt")
-    model, _ = train.create_model("ours", **TINY["model_args"])
+    config = train.TrainConfig.from_dict(state["config"])
+    model, _ = train.create_model(config.model, **config.model_args)
     model.load_state_dict(state["model"])  # no `module.` prefixes, ordinary batch-norm keys
     model.load_state_dict(state["ema"])
 

@@ -102,8 +102,9 @@ def preset_config(name: str, **overrides) -> TrainConfig:
         raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     values = {**asdict(TrainConfig()), **copy.deepcopy(PRESETS[name])}  # a config never aliases its preset
     values["augment"] = {**asdict(AugmentConfig()), **PRESETS[name].get("augment", {})}
+    same_model = overrides.get("model") in (None, values["model"])
     for key, value in overrides.items():
-        if key == "model_args" and value is not None:
+        if key == "model_args" and value is not None and same_model:
             value = {**values["model_args"], **value}  # --width keeps the preset's other model settings
         if value is not None:
             values[key] = value
