@@ -106,6 +106,11 @@ def joined(processes: Processes) -> Iterator[None]:
     previous = signal.signal(signal.SIGINT, request_stop)
     try:
         yield
+        if created:
+            # Leave together. The other ranks finish before the first one, which still writes checkpoints; a rank
+            # that tears the group down while its peer is busy can be aborted by gloo at exit ("terminate called
+            # without an active exception", seen once in CI). (After Ctrl-C, _fit has already waited for all.)
+            dist.barrier()
     finally:
         signal.signal(signal.SIGINT, previous)
         if created:
