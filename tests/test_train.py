@@ -106,6 +106,52 @@ def test_fine_tuning_mixes_extra_examples_and_starts_from_given_weights(mnist_di
             assert torch.equal(tensor, tuned.model.state_dict()[name]), name
 
 
+def test_finetune_trains_the_network_its_init_weights_hold(mnist_dir, tmp_path):
+    # The base is a thin network the finetune preset knows nothing of: the weights file says what to build.
+    base = train.fit(tiny_config(epochs=1), tmp_path / "base", mnist_dir, progress=False)
+    out = tmp_path / "tuned"
+    result = subprocess.run(
+        [sys.executable, "-m", "digitrecognizer.cli", "train", "--preset", "finetune", "--init-weights",
+         str(tmp_path / "base" / "last.pt"), "--epochs", "1", "--limit-train", "1200", "--batch-size", "64",
+         "--out", str(out), "--data-dir", str(mnist_dir), "--threads", "2", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_args"] == base.config.model_args and config["init_weights"].endswith("last.pt")
+
+
+def test_the_network_to_fine_tune_is_read_from_an_exported_model_pt(tmp_path):
+    model, _ = train.create_model("ours", width=8, hidden=32)
+    path = tmp_path / "model.pt"
+    torch.save({"model": "ours", "model_args": {"width": 8, "hidden": 32}, "state_dict": model.state_dict()}, path)
+    config = train.with_network_of(train.preset_config("finetune"), path)
+    assert (config.model, config.model_args, config.init_weights) == ("ours", {"width": 8, "hidden": 32}, str(path))
+    assert config.epochs == train.PRESETS["finetune"]["epochs"]  # the rest of the recipe is the preset's
+
+
+def test_fine_tuning_from_an_unreadable_file_or_with_another_width_is_a_clear_error(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(train.CheckpointError, match="model.pt: cannot read the network to fine-tune"):
+        train.with_network_of(train.preset_config("finetune"), bad)
+    result = subprocess.run(
+        [sys.executable, "-m", "digitrecognizer.cli", "train", "--preset", "finetune", "--init-weights", str(bad),
+         "--width", "16", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "cannot change the network of --init-weights" in result.stderr
+
+
+def test_the_validation_split_does_not_move_with_the_training_seed(mnist_dir, tmp_path, monkeypatch):
+    seeds = []
+    real_split = train.data.train_val_split
+    monkeypatch.setattr(train.data, "train_val_split", lambda *a: seeds.append(a[2]) or real_split(*a))
+    train.fit(tiny_config(epochs=1, limit_train=640, seed=7), tmp_path / "run", mnist_dir, progress=False)
+    assert seeds == [0]  # runs with other seeds are chosen on the same validation images
+    # Cards and checkpoints written before the split had its own seed read as the split they used (seed 0).
+    old = {k: v for k, v in train.asdict(train.TrainConfig()).items() if k != "split_seed"}
+    assert train.TrainConfig.from_dict(old).split_seed == 0
+
+
 def test_extra_data_with_bad_labels_is_refused(tmp_path):
     import numpy as np
 
@@ -169,7 +215,8 @@ def test_the_default_preset_is_the_recipe_of_the_shipped_model():
     import digitrecognizer
 
     card = json.loads((Path(digitrecognizer.__file__).parent / "assets" / "card.json").read_text())
-    assert card["training"]["config"] == asdict(train.preset_config("default"))
+    recorded = train.TrainConfig.from_dict(card["training"]["config"])  # older cards lack newer fields
+    assert asdict(recorded) == asdict(train.preset_config("default"))
 
 
 def test_another_model_does_not_inherit_the_presets_model_settings():

@@ -29,6 +29,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.width or args.hidden:
         overrides["model_args"] = {k: v for k, v in (("width", args.width), ("hidden", args.hidden)) if v}
     config = train.preset_config(args.preset, **overrides)
+    if args.init_weights and not args.resume:
+        if args.width or args.hidden:
+            raise CliError("--width and --hidden cannot change the network of --init-weights: fine-tuning keeps it")
+        config = train.with_network_of(config, args.init_weights)  # a CheckpointError says which file and why
     # Under torchrun every process runs this command; the first one speaks for all.
     processes = distributed.Processes.from_environment()
     try:

@@ -10,7 +10,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -56,6 +56,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     ema_decay: float = 0.999  # 0 disables the weight average
     val_fraction: float = 0.1
+    # The validation split has its own seed, fixed: runs with another --seed are still chosen on the same images.
+    split_seed: int = 0
     limit_train: int | None = None  # use only the first N training images (smoke tests)
     extra_data: str | None = None  # NPZ of extra examples (images, labels), e.g. `digitrecognizer feedback export`
     extra_repeat: int = 20  # each extra example is seen this many times per epoch: a few dozen among 54,000
@@ -71,14 +73,11 @@ class TrainConfig:
         return cls(**d)
 
 
-# The shipped network's settings: its recipe trains it, and fine-tuning starts from its weights.
-SHIPPED_MODEL_ARGS = {"width": 32, "padding": "valid"}
-
 # Named recipes: `digitrecognizer train --preset NAME`. Flags given on the command line override them.
 PRESETS: dict[str, dict] = {
     # The shipped model: chosen on the validation split (see benchmarks/experiments.md). Valid padding (Deotte's
     # Kaggle CNN) halves the work per image of the 'same'-padded network at the same validation accuracy.
-    "default": {"model_args": SHIPPED_MODEL_ARGS},
+    "default": {"model_args": {"width": 32, "padding": "valid"}},
     # The model shipped before: same padding, twice the multiply-adds.
     "wide": {"model_args": {"width": 32, "padding": "same"}},
     # The original project's Keras model and recipe (Adam, no augmentation), for side-by-side comparison.
@@ -90,8 +89,8 @@ PRESETS: dict[str, dict] = {
     # A network with a quarter of the default's multiply-adds (width 16), trained longer: 3.3x the batch
     # throughput, 0.14 points lower on validation (benchmarks/experiments.md).
     "compact": {"epochs": 90, "model_args": {"width": 16, "padding": "valid"}},
-    # Teach the shipped model a user's handwriting: a few epochs from its weights, with --extra-data.
-    "finetune": {"epochs": 3, "lr": 0.01, "model_args": SHIPPED_MODEL_ARGS},
+    # Teach a model a user's handwriting: a few epochs from --init-weights (which sets the network), with --extra-data.
+    "finetune": {"epochs": 3, "lr": 0.01},
     # A minute-long run to check that everything works end to end.
     "quick": {"epochs": 2, "limit_train": 5000, "model_args": {"width": 16, "hidden": 64}},
 }
@@ -109,6 +108,19 @@ def preset_config(name: str, **overrides) -> TrainConfig:
         if value is not None:
             values[key] = value
     return TrainConfig.from_dict(values)
+
+
+def with_network_of(config: TrainConfig, weights: Path) -> TrainConfig:
+    """The config, training the network that `weights` holds: fine-tuning continues that network, whatever
+    the preset's own network is. An exported model.pt and a training checkpoint both record it."""
+    try:
+        saved = torch.load(weights, map_location="cpu", weights_only=False)
+        model, model_args = ((saved["model"], saved["model_args"]) if "state_dict" in saved
+                             else (saved["config"]["model"], saved["config"]["model_args"]))
+    except Exception as err:  # missing, damaged, or not ours: say which file and why
+        raise CheckpointError(f"{weights}: cannot read the network to fine-tune ({type(err).__name__}: {err}); "
+                              "give a model.pt from `digitrecognizer export` or a checkpoint from a run") from err
+    return replace(config, model=model, model_args=dict(model_args), init_weights=str(weights))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,7 +453,7 @@ def _fit(config: TrainConfig, out_dir: Path, data_dir: Path | None, resume: bool
     share = processes.share(config.batch_size)
 
     train_full = data.load_split(data_dir, "train")
-    train_split, val_split = data.train_val_split(train_full, config.val_fraction, config.seed)
+    train_split, val_split = data.train_val_split(train_full, config.val_fraction, config.split_seed)
     if config.limit_train:
         train_split = data.MnistSplit(train_split.images[: config.limit_train], train_split.labels[: config.limit_train])
     if config.extra_data:
