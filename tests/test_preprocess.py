@@ -182,6 +182,33 @@ def test_fast_morphology_matches_scipy(mask):
     assert np.array_equal(preprocess._erode_cross(mask), ndimage.binary_erosion(mask))
 
 
+@settings(max_examples=80, deadline=None)
+@given(hnp.arrays(np.float32, st.integers(1, 300), elements=st.floats(0, 1, width=32)),
+       st.lists(st.floats(0, 1), min_size=1, max_size=3))
+def test_fast_quantiles_match_numpy(values, qs):
+    assert np.allclose(preprocess._quantiles(values, tuple(qs)), np.quantile(values, qs), rtol=0, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float32, st.tuples(st.integers(16, 40), st.integers(16, 40)), elements=st.floats(0, 1, width=32)))
+def test_ink_outside_the_reported_box_is_zero(gray):
+    # Everything after the first passes looks inside the box only; that is exact only if nothing lies outside.
+    ink, box = preprocess._ink_and_box(gray)
+    outside = np.ones(ink.shape, bool)
+    if box is not None:
+        outside[box] = False
+    assert not ink[outside].any()
+
+
+def test_the_number_path_and_the_digit_path_keep_the_same_strokes():
+    mask = np.zeros((60, 80), bool)
+    mask[10:40, 10:14] = mask[10:40, 50:56] = True  # two strokes
+    mask[50, 75] = True  # a speck
+    labels, slices, areas = preprocess._significant_components(mask)
+    assert np.array_equal(labels > 0, preprocess._keep_significant(mask))
+    assert list(areas) == [30 * 4, 30 * 6] and [s[1].start for s in slices] == [10, 50]
+
+
 def test_specks_are_dropped_wherever_the_ink_lies():
     mask = np.zeros((60, 80), bool)
     mask[10:40, 30:34] = True  # a stroke
