@@ -123,7 +123,15 @@ def test_drawn_digits_are_read_with_bars_and_preview(page):
     assert max(timings[1:]) < 2.0
 
 
+# The preview's top-left pixel as [red, alpha], once the image is decoded (an image not yet loaded draws nothing).
+PREVIEW_PIXEL_JS = """async img => { await img.decode(); const c = document.createElement('canvas');
+  c.width = c.height = 1; const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0, 1, 1);
+  const d = ctx.getImageData(0, 0, 1, 1).data; return [d[0], d[3]]; }"""
+
+
 def test_clear_empties_the_answer_and_undo_removes_the_last_stroke(page):
+    # Before anything is drawn, and after clearing, the preview is the model's empty input: black, like MNIST.
+    assert page.get_by_test_id("preview").evaluate(PREVIEW_PIXEL_JS) == [0, 255]
     answer_after_drawing(page, DIGITS["1"], "1")
     draw(page, [[(0.2, 0.5), (0.8, 0.5)]])  # a crossbar makes it something else
     expect(page.get_by_test_id("prediction")).not_to_have_text("1", timeout=10_000)
@@ -134,6 +142,7 @@ def test_clear_empties_the_answer_and_undo_removes_the_last_stroke(page):
     expect(page.locator("#result")).to_have_attribute("data-state", "empty")
     page.get_by_test_id("clear").click()
     expect(page.get_by_test_id("confidence")).to_have_text("")
+    assert page.get_by_test_id("preview").evaluate(PREVIEW_PIXEL_JS) == [0, 255]
 
 
 def test_control_z_undoes(page):

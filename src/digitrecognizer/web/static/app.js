@@ -7,7 +7,7 @@
   const PAD_SIZES = { digit: [280, 280], number: [640, 240] };
   const INK = "#ffffff";
   const PAPER = "#000000";         // white on black, like MNIST; the PNG is opaque so the server sees a real image
-  const BLANK_PREVIEW = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///ywAAAAAAQABAAACAUwAOw==";  // 1x1 black
+  const BLANK_PREVIEW = "data:image/gif;base64,R0lGODdhAQABAIEAAAAAAAAAAAAAAAAAACwAAAAAAQABAAAIBAABBAQAOw==";  // 1x1 black
 
   const $ = (id) => document.getElementById(id);
   const pad = $("pad"), overlay = $("overlay"), padWrap = $("pad-wrap");
