@@ -27,6 +27,15 @@ def test_onnx_matches_pytorch_within_1e_5_on_1000_test_images(exported):
     assert card.metrics["onnx_torch_max_prob_diff"] < 1e-5
 
 
+def test_the_novelty_precision_matrix_is_stored_in_float16(exported):
+    import onnx
+
+    folder, _ = exported
+    graph = onnx.load(str(folder / card_module.ONNX_NAME)).graph
+    square = [t for t in graph.initializer if len(t.dims) == 2 and t.dims[0] == t.dims[1] and t.dims[0] > 100]
+    assert len(square) == 1 and square[0].data_type == onnx.TensorProto.FLOAT16  # half the bytes of float32
+
+
 def test_card_records_checksums_temperature_threshold_and_provenance(exported):
     folder, card = exported
     saved = json.loads((folder / "card.json").read_text())
