@@ -53,9 +53,12 @@ def main() -> None:
         t0 = time.perf_counter()
         digits = [rec.predict(p).digit for p in pngs]
         acc = float(np.mean([d == y for d, y in zip(digits, labels)]))
-        result["styles"][style] = {"accuracy": acc, "drop_points": 100 * (clean_acc - acc),
+        refused = sum(d is None for d in digits)  # a refused digit counts as an error: the user gets no answer
+        result["styles"][style] = {"accuracy": acc, "drop_points": 100 * (clean_acc - acc), "refused": refused,
+                                   "misread": len(digits) - refused - int(round(acc * len(digits))),
                                    "ms_per_image": 1000 * (time.perf_counter() - t0) / len(pngs)}
-        print(f"  {style:15s} accuracy {acc:.2%} (drop {100 * (clean_acc - acc):+.2f} points)")
+        print(f"  {style:15s} accuracy {acc:.2%} (drop {100 * (clean_acc - acc):+.2f} points; "
+              f"{result['styles'][style]['misread']} misread, {refused} refused)")
     numbers = synth.number_set(test.images, test.labels, args.numbers, 7)
     reads = [rec.read_number(n.png).text for n in numbers]
     result["numbers_exact_match"] = float(np.mean([r == n.text for r, n in zip(reads, numbers)]))
