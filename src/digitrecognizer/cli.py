@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-data", type=Path, metavar="NPZ",
                    help="extra examples mixed into MNIST (from `digitrecognizer feedback export`)")
     p.add_argument("--init-weights", type=Path, metavar="FILE",
-                   help="start from these weights (e.g. src/digitrecognizer/assets/model.pt) to fine-tune")
+                   help="start from these weights (e.g. src/digitrecognizer/assets/model.pt) to fine-tune; the "
+                        "network is the one the file holds, whatever the preset builds")
     _add_data_dir(p)
     p.set_defaults(func=cmd_train)
 
