@@ -22,6 +22,7 @@ import numpy as np
 from digitrecognizer import Recognizer, data, synth
 from digitrecognizer.evaluate import expected_calibration_error
 from digitrecognizer.notdigit import refusal_rate
+from digitrecognizer.train import TrainConfig
 
 
 def main() -> None:
@@ -38,8 +39,9 @@ def main() -> None:
     rec = Recognizer(args.model)
     if args.split == "test":
         test = data.load_split(args.data_dir, "test")
-    else:  # the split every training run holds out (TrainConfig's defaults)
-        test = data.train_val_split(data.load_split(args.data_dir, "train"), 0.1, 0)[1]
+    else:  # the split the model's training run held out, as its card records it
+        config = TrainConfig.from_dict(rec.card.training["config"])
+        test = data.train_val_split(data.load_split(args.data_dir, "train"), config.val_fraction, config.split_seed)[1]
     probs = rec.predict_mnist(test.images)
     clean_acc = float((probs.argmax(1) == test.labels).mean())
     logits, novelty = rec.scores_mnist(test.images)

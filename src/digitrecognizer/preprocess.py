@@ -218,15 +218,13 @@ def _ink_and_box(gray: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice] | No
             board = ndimage.uniform_filter(ndimage.minimum_filter(gray, size=size), size=size)
             ink = np.clip(gray - board, 0.0, 1.0)
     box = _bounding_box(ink > 0.0)
-    if box is None or float(ink[box].max()) < 0.15:  # no contrast anywhere: a blank page, whatever its colour
-        return np.zeros_like(ink), None
-    inside = ink[box]  # a view: what is done to it is done to the ink
+    inside = ink[box] if box is not None else ink  # a view: what is done to it is done to the ink
     peak = float(inside.max())
+    if peak < 0.15:  # no contrast anywhere: a blank page, whatever its colour
+        return np.zeros_like(ink), None
     # Otsu on every other pixel in each direction: the same histogram shape at a quarter of the cost. The
     # sampled pixels outside the box are all 0: they are counted, not visited.
-    rows, cols = slice(box[0].start + box[0].start % 2, box[0].stop, 2), slice(box[1].start + box[1].start % 2,
-                                                                               box[1].stop, 2)
-    sampled = ink[rows, cols]
+    sampled = ink[tuple(slice(s.start + s.start % 2, s.stop, 2) for s in box)]  # the even rows and columns
     zeros_outside = ((ink.shape[0] + 1) // 2) * ((ink.shape[1] + 1) // 2) - sampled.size
     cut = _otsu(sampled / peak, zeros=zeros_outside) * peak
     # Scale so the core of the strokes is full ink (as in MNIST), robust to a few hot pixels.
@@ -381,11 +379,11 @@ def mnist_from_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     small = np.asarray(Image.fromarray(crop.astype(np.float32), "F").resize(
         size, DOWNSCALE_FILTER if scale < 1 else Image.Resampling.BICUBIC))
     small = np.clip(small, 0.0, 1.0)
-    if small.sum() <= 0:
+    total = small.sum()
+    if total <= 0:
         return None
     # The centre of mass, computed as ndimage.center_of_mass does (the same sums, so the same rounding) without
     # its general-purpose set-up, which costs more than the sums on a 20x20 image.
-    total = small.sum()
     cy = float((small * np.arange(small.shape[0], dtype=np.float64)[:, None]).sum() / total)
     cx = float((small * np.arange(small.shape[1], dtype=np.float64)[None, :]).sum() / total)
     top = int(round(CANVAS_PX / 2 - cy))
@@ -398,6 +396,11 @@ def mnist_from_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     return np.round(out * 255).astype(np.uint8)
 
 
+def _near_blank(ink_pixels: int, image_pixels: int) -> bool:
+    """A dot or a few pixels of noise is not a drawing."""
+    return ink_pixels < max(4, 0.0005 * image_pixels)
+
+
 def to_mnist(gray: np.ndarray) -> np.ndarray | None:
     """Luminance (from `load_gray`) -> (28, 28) uint8 MNIST-style input, or None when there is no ink."""
     ink, box = _ink_and_box(gray)
@@ -405,8 +408,7 @@ def to_mnist(gray: np.ndarray) -> np.ndarray | None:
         return None
     # Everything from here on sees the ink's box only: the same crop, found in a fraction of the pixels.
     mask = _keep_significant(ink[box] > 0.25)
-    # Near-blank: a dot or a few pixels of noise is not a drawing.
-    if mask.sum() < max(4, 0.0005 * ink.size):
+    if _near_blank(int(mask.sum()), ink.size):
         return None
     return mnist_from_ink(ink[box], mask)
 
@@ -523,8 +525,7 @@ def segment_digits(gray: np.ndarray, scale: float = 1.0) -> tuple[int, list[Cand
     candidates and keeps the best chain (`Recognizer.read_number`). Boxes are in the caller's pixels (`scale`)."""
     ink = ink_map(gray)
     labels, slices, areas = _significant_components(ink > 0.25)
-    mask = labels > 0
-    if areas.sum() < max(4, 0.0005 * mask.size):
+    if _near_blank(int(areas.sum()), ink.size):
         return 0, []
     boxes = [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices]
     grouped = _group_columns(boxes)
@@ -533,7 +534,7 @@ def segment_digits(gray: np.ndarray, scale: float = 1.0) -> tuple[int, list[Cand
     for group in grouped:
         if sum(areas[i] for i in group) < 0.1 * largest:
             continue  # a stray dot or tick beside the number, not a digit
-        atom_mask = np.zeros_like(mask)
+        atom_mask = np.zeros(labels.shape, bool)
         for i in group:
             atom_mask[slices[i]] |= labels[slices[i]] == i + 1
         atoms.append(Atom(atom_mask, min(boxes[i][0] for i in group), min(boxes[i][1] for i in group),
@@ -562,7 +563,7 @@ def segment_digits(gray: np.ndarray, scale: float = 1.0) -> tuple[int, list[Cand
             bounds = _cut_paths(atom_box, count)
             pieces = []
             for left, right in zip(bounds[:-1], bounds[1:]):
-                part = np.zeros_like(mask)
+                part = np.zeros(labels.shape, bool)
                 part[box] = atom_box & (columns >= left[:, None]) & (columns < right[:, None])
                 pieces.append(_piece(ink, part, scale))
             if len(pieces) == count and all(pieces):

@@ -110,13 +110,20 @@ def preset_config(name: str, **overrides) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+def read_weights(path: Path) -> tuple[str, dict, dict]:
+    """(model name, model_args, state dict) of an exported model.pt or of a training checkpoint (its averaged
+    weights when it has them): the two files fine-tuning starts from."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if "state_dict" in saved:  # model.pt, written by export
+        return saved["model"], saved["model_args"], saved["state_dict"]
+    return saved["config"]["model"], saved["config"]["model_args"], saved.get("ema") or saved["model"]
+
+
 def with_network_of(config: TrainConfig, weights: Path) -> TrainConfig:
     """The config, training the network that `weights` holds: fine-tuning continues that network, whatever
     the preset's own network is. An exported model.pt and a training checkpoint both record it."""
     try:
-        saved = torch.load(weights, map_location="cpu", weights_only=False)
-        model, model_args = ((saved["model"], saved["model_args"]) if "state_dict" in saved
-                             else (saved["config"]["model"], saved["config"]["model_args"]))
+        model, model_args, _ = read_weights(weights)
     except Exception as err:  # missing, damaged, or not ours: say which file and why
         raise CheckpointError(f"{weights}: cannot read the network to fine-tune ({type(err).__name__}: {err}); "
                               "give a model.pt from `digitrecognizer export` or a checkpoint from a run") from err
@@ -371,9 +378,7 @@ def load_extra_data(path: Path) -> data.MnistSplit:
 def load_initial_weights(run: "Run", path: Path) -> None:
     """Fine-tuning starts from an exported model.pt or a training checkpoint (its averaged weights)."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        state = saved.get("state_dict") or saved.get("ema") or saved["model"]
-        run.model.load_state_dict(state)
+        run.model.load_state_dict(read_weights(path)[2])
     except Exception as err:  # damaged file, wrong architecture: say which and why
         raise CheckpointError(f"{path}: cannot start from these weights ({type(err).__name__}: {err})") from err
     if run.ema is not None:
