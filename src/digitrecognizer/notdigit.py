@@ -8,14 +8,17 @@ from . import preprocess, synth
 from .data import MnistSplit
 from .recognizer import softmax
 
-# Accept this share of validation digits (clean and drawn): a margin above the 99.5% the test set must reach.
-TARGET_DIGIT_ACCEPTANCE = 0.997
+# Accept this share of validation digits (clean and drawn). A refused digit is an error for the user, and at 99.7%
+# refusals were 17 of the 44 errors on 6,000 drawn validation digits, putting drawn input 0.33 points below clean;
+# at 99.8% the drawn errors fall to 39 (0.25 points below) while held-out non-digits refused fall from 48% to 45%
+# (benchmarks/experiments.md, "Operating point"). Either keeps far above the 99.5% the test set must reach.
+TARGET_DIGIT_ACCEPTANCE = 0.998
 NON_DIGIT_SEED = 20261124  # the rendered non-digits used to report the refusal rate (never to fit anything)
 DRAWN_PER_STYLE = 300
 
 
 def choose_not_digit_threshold(recognizer, val: MnistSplit, non_digits: int = 400) -> dict:
-    """Thresholds on the calibrated top probability and on the novelty score, each refusing at most 0.15% of
+    """Thresholds on the calibrated top probability and on the novelty score, each refusing at most 0.1% of
     validation digits: the clean images and the same digits drawn on canvases through the whole pipeline
     (what users send). Non-digits are not used to fit; they only report how much the thresholds refuse."""
     inputs = list(val.images)
