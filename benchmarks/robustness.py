@@ -27,6 +27,7 @@ import numpy as np
 from digitrecognizer import Recognizer, data, synth
 from digitrecognizer.evaluate import expected_calibration_error
 from digitrecognizer.notdigit import refusal_rate
+from digitrecognizer.recognizer import softmax
 from digitrecognizer.train import TrainConfig
 
 
@@ -45,11 +46,10 @@ def main() -> None:
     if args.split == "test":
         test = data.load_split(args.data_dir, "test")
     else:  # the split the model's training run held out, as its card records it
-        config = TrainConfig.from_dict(rec.card.training["config"])
-        test = data.train_val_split(data.load_split(args.data_dir, "train"), config.val_fraction, config.split_seed)[1]
-    probs = rec.predict_mnist(test.images)
+        test = TrainConfig.from_dict(rec.card.training["config"]).split(data.load_split(args.data_dir, "train"))[1]
+    logits, novelty = rec.scores_mnist(test.images)  # one pass over the split gives both
+    probs = softmax(logits, rec.temperature)
     clean_acc = float((probs.argmax(1) == test.labels).mean())
-    logits, novelty = rec.scores_mnist(test.images)
     accepted = float(((probs.max(1) >= rec.min_confidence) & (novelty <= rec.max_novelty)).mean())
     result = {"model": rec.version, "split": args.split, "clean_accuracy": clean_acc, "ece": expected_calibration_error(probs, test.labels),
               "clean_digits_accepted": accepted, "styles": {}}
@@ -61,11 +61,11 @@ def main() -> None:
         digits = [rec.predict(p).digit for p in pngs]
         acc = float(np.mean([d == y for d, y in zip(digits, labels)]))
         refused = sum(d is None for d in digits)  # a refused digit counts as an error: the user gets no answer
+        misread = int(sum(d is not None and d != y for d, y in zip(digits, labels)))
         result["styles"][style] = {"accuracy": acc, "drop_points": 100 * (clean_acc - acc), "refused": refused,
-                                   "misread": len(digits) - refused - int(round(acc * len(digits))),
-                                   "ms_per_image": 1000 * (time.perf_counter() - t0) / len(pngs)}
+                                   "misread": misread, "ms_per_image": 1000 * (time.perf_counter() - t0) / len(pngs)}
         print(f"  {style:15s} accuracy {acc:.2%} (drop {100 * (clean_acc - acc):+.2f} points; "
-              f"{result['styles'][style]['misread']} misread, {refused} refused)")
+              f"{misread} misread, {refused} refused)")
     numbers = synth.number_set(test.images, test.labels, args.numbers, 7)
     reads = [rec.read_number(n.png).text for n in numbers]
     result["numbers_exact_match"] = float(np.mean([r == n.text for r, n in zip(reads, numbers)]))

@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     config = TrainConfig.from_dict(load_card(args.model)[0].training["config"])
-    _, val = data.train_val_split(data.load_split(args.data_dir, "train"), config.val_fraction, config.split_seed)
+    _, val = config.split(data.load_split(args.data_dir, "train"))
     numbers = synth.number_set(val.images, val.labels, args.numbers, seed=31)
 
     results = []

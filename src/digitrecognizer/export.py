@@ -138,7 +138,7 @@ def export(run_dir: Path, out_dir: Path, data_dir: Path | None, checkpoint: str 
     model, config, ckpt = model_from_checkpoint(run_dir / checkpoint)
 
     train_full = data.load_split(data_dir, "train")
-    train_split, val = data.train_val_split(train_full, config.val_fraction, config.split_seed)
+    train_split, val = config.split(train_full)
     temperature = fit_temperature(predict_logits(model, val.images).numpy(), val.labels)
     log.info("temperature fitted on %d validation images: %.4f", len(val), temperature)
     graph = ServingGraph(model, *fit_class_gaussians(model, train_split.images, train_split.labels))

@@ -66,6 +66,11 @@ class TrainConfig:
     threads: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def split(self, train_full: data.MnistSplit) -> tuple[data.MnistSplit, data.MnistSplit]:
+        """(training, validation) parts of the MNIST training set, as every run of this config holds them out:
+        training, export and the benchmarks that choose on validation all take the split from here."""
+        return data.train_val_split(train_full, self.val_fraction, self.split_seed)
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
@@ -458,7 +463,7 @@ def _fit(config: TrainConfig, out_dir: Path, data_dir: Path | None, resume: bool
     share = processes.share(config.batch_size)
 
     train_full = data.load_split(data_dir, "train")
-    train_split, val_split = data.train_val_split(train_full, config.val_fraction, config.split_seed)
+    train_split, val_split = config.split(train_full)
     if config.limit_train:
         train_split = data.MnistSplit(train_split.images[: config.limit_train], train_split.labels[: config.limit_train])
     if config.extra_data:

@@ -7,13 +7,13 @@
   const PAD_SIZES = { digit: [280, 280], number: [640, 240] };
   const INK = "#ffffff";
   const PAPER = "#000000";         // white on black, like MNIST; the PNG is opaque so the server sees a real image
-  const BLANK_PREVIEW = "data:image/gif;base64,R0lGODdhAQABAIEAAAAAAAAAAAAAAAAAACwAAAAAAQABAAAIBAABBAQAOw==";  // 1x1 black
 
   const $ = (id) => document.getElementById(id);
   const pad = $("pad"), overlay = $("overlay"), padWrap = $("pad-wrap");
   const ctx = pad.getContext("2d"), octx = overlay.getContext("2d");
   const result = $("result"), predictionEl = $("prediction"), confidenceEl = $("confidence");
   const stateText = $("state-text"), barsEl = $("bars"), preview = $("preview");
+  const BLANK_PREVIEW = preview.getAttribute("src");  // the page's 1x1 black image: the model's empty input
   const numberWrap = $("number-wrap"), numberEl = $("number"), piecesEl = $("pieces");
   const feedbackStatus = $("feedback-status"), feedbackKeys = $("feedback-keys");
   const brush = $("brush"), upload = $("upload");
