@@ -169,7 +169,13 @@ def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: Path, bins: in
     fig, ax = plt.subplots(figsize=(5, 4.4))
     ax.plot([0, 1], [0, 1], color=NEON["muted"], ls="--", lw=1, label="perfect calibration")
     ax.plot(centres, accs, marker="o", color=NEON["pink"], label="model")
-    ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability (test set)", xlim=(0, 1), ylim=(0, 1.02))
+    # A good model puts almost every image in the top bin, so the lower bins hold a handful each and swing
+    # between 0 and 1: the count of each bin is written along the top, clear of the curve.
+    for x, n in zip(centres, counts):
+        ax.text(x, 1.015, f"{n:,}", transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7,
+                rotation=90, color=NEON["muted"])
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set_title("Reliability (test set; images per bin on top)", pad=30)
     ax.legend(facecolor=NEON["panel"], edgecolor=NEON["muted"])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
