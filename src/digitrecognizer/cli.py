@@ -21,9 +21,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed, train
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                 "limit_train": args.limit_train, "threads": args.threads,
+                 "limit_train": args.limit_train, "threads": args.threads, "outliers": args.outliers,
                  "extra_data": str(args.extra_data) if args.extra_data else None,
                  "init_weights": str(args.init_weights) if args.init_weights else None}
+    if args.outliers is not None and not 0 <= args.outliers <= 4:
+        raise CliError(f"--outliers {args.outliers}: give a share of each batch between 0 and 4 (e.g. 0.25)")
     if args.extra_data and not args.extra_data.is_file():
         raise CliError(f"{args.extra_data}: no such file (write one with `digitrecognizer feedback export`)")
     if args.width or args.hidden:
@@ -206,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     p.add_argument("--extra-data", type=Path, metavar="NPZ",
                    help="extra examples mixed into MNIST (from `digitrecognizer feedback export`)")
+    p.add_argument("--outliers", type=float, metavar="SHARE",
+                   help="outlier exposure: add this many rendered scribbles per digit to each batch (e.g. 0.25), "
+                        "trained towards equal probabilities, so that non-digits are refused more often")
     p.add_argument("--init-weights", type=Path, metavar="FILE",
                    help="start from these weights (e.g. src/digitrecognizer/assets/model.pt) to fine-tune; the "
                         "network is the one the file holds, whatever the preset builds")

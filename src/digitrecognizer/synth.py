@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from .preprocess import to_mnist
+
 CANVAS_STYLES = ("white_on_black", "black_on_white", "colour_on_dark", "transparent")
 # Letters and symbols that no reader would take for a digit (O, I, l, S, Z, B, G, b, g, q, ... are left out).
 NON_DIGIT_GLYPHS = "ACEFHKMNPRVWXYacefhkmnprvwx#%&@*+=?!<>~"
@@ -133,6 +135,52 @@ def render_non_digit(rng: np.random.Generator, canvas_px: int = 280, style: str 
                       fill=255, width=width)
     ink = np.asarray(image, np.float32) / 255
     return _encode(compose(ink, style, rng))
+
+
+def render_scribble_ink(rng: np.random.Generator, canvas_px: int = 112) -> np.ndarray:
+    """Random pen work that is not a digit, as an ink map (1 = stroke): tangles, scattered strokes, arcs, hatching
+    and blobs. Training shows these to the model as things to be unsure of (outlier exposure). It is deliberately
+    another generator than `render_non_digit`, whose letters, symbols and shapes stay unseen in training, so the
+    refusal rate measured on them is not flattered by having trained on them."""
+    image = Image.new("L", (canvas_px, canvas_px), 0)
+    draw = ImageDraw.Draw(image)
+    width = max(2, int(rng.uniform(0.04, 0.10) * canvas_px))
+
+    def point() -> tuple[float, float]:
+        return tuple(rng.uniform(0.1, 0.9, 2) * canvas_px)
+
+    kind = rng.choice(["tangle", "strokes", "arcs", "hatch", "blob"])
+    if kind == "tangle":
+        draw.line([point() for _ in range(rng.integers(8, 15))], fill=255, width=width, joint="curve")
+    elif kind == "strokes":
+        for _ in range(rng.integers(3, 7)):
+            draw.line([point() for _ in range(rng.integers(2, 4))], fill=255, width=width, joint="curve")
+    elif kind == "arcs":
+        for _ in range(rng.integers(3, 6)):
+            (x0, y0), (x1, y1) = sorted([point(), point()])
+            start = rng.uniform(0, 360)
+            draw.arc([x0, min(y0, y1), x1 + 8, max(y0, y1) + 8], start, start + rng.uniform(90, 300),
+                     fill=255, width=width)
+    elif kind == "hatch":
+        angle, r, c = rng.uniform(0, np.pi), rng.uniform(0.25, 0.4) * canvas_px, canvas_px / 2
+        d, n = np.array([np.cos(angle), np.sin(angle)]), np.array([-np.sin(angle), np.cos(angle)])
+        for t in np.linspace(-r, r, rng.integers(3, 7)):
+            a, b = c + t * n - r * d, c + t * n + r * d
+            draw.line([tuple(a), tuple(b)], fill=255, width=width)
+    else:
+        draw.polygon([point() for _ in range(rng.integers(5, 9))], fill=255)
+    return np.asarray(image, np.float32) / 255
+
+
+def scribble_inputs(n: int, seed: int) -> np.ndarray:
+    """n scribbles from `render_scribble_ink` as the model sees them: (n, 28, 28) uint8 from our preprocessing."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        x = to_mnist(render_scribble_ink(rng))
+        if x is not None:
+            out.append(x)
+    return np.stack(out) if out else np.zeros((0, 28, 28), np.uint8)
 
 
 def digit_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int, style: str) -> tuple[list[bytes], np.ndarray]:

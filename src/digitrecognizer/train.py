@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from . import data, distributed
+from . import data, distributed, synth
 from .models import MNIST_MEAN, MNIST_STD, create_model
 
 
@@ -62,6 +62,11 @@ class TrainConfig:
     extra_data: str | None = None  # NPZ of extra examples (images, labels), e.g. `digitrecognizer feedback export`
     extra_repeat: int = 20  # each extra example is seen this many times per epoch: a few dozen among 54,000
     init_weights: str | None = None  # start from these weights (model.pt or a checkpoint) to fine-tune
+    # Outlier exposure (Hendrycks et al., 2019): this many rendered scribbles per digit in each batch, trained
+    # towards equal probabilities for all ten digits, so that what is not a digit gets low confidence and stands
+    # out from digits. 0 trains on digits alone.
+    outliers: float = 0.0
+    outlier_weight: float = 0.5  # weight of the scribbles' loss next to the digits'
     seed: int = 0
     threads: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -302,6 +307,8 @@ class Run:
 
 
 MIN_ONE_CYCLE_STEPS = 10
+SCRIBBLE_POOL = 10_000  # distinct scribbles for outlier exposure; distortions make each one look different each time
+SCRIBBLE_SEED = 4242  # not the seeds of the non-digits that measure refusal (another generator altogether)
 
 
 def build_run(config: TrainConfig, steps_per_epoch: int) -> Run:
@@ -473,6 +480,11 @@ def _fit(config: TrainConfig, out_dir: Path, data_dir: Path | None, resume: bool
             np.concatenate([train_split.labels] + [extra.labels] * config.extra_repeat),
         )
     x_all = torch.from_numpy(np.ascontiguousarray(train_split.images)).unsqueeze(1)  # uint8, converted per batch
+    # Scribbles for outlier exposure: rendered once, as preprocessing leaves them, then distorted like the digits.
+    per_batch_outliers = processes.world_size * round(config.outliers * config.batch_size / processes.world_size)
+    scribbles = (torch.from_numpy(synth.scribble_inputs(SCRIBBLE_POOL, SCRIBBLE_SEED)).unsqueeze(1)
+                 if per_batch_outliers else None)
+    outlier_share = processes.share(per_batch_outliers) if per_batch_outliers else None
     y_all = torch.from_numpy(train_split.labels)
     n = len(y_all)
     steps_per_epoch = max(1, n // config.batch_size)  # drop the ragged last batch: steady batch-norm statistics
@@ -528,9 +540,19 @@ def _fit(config: TrainConfig, out_dir: Path, data_dir: Path | None, resume: bool
                     x = apply_distortions(x, distortions[share])
                 x = normalize(x).contiguous(memory_format=torch.channels_last)
                 y = y_all[idx]
+                if scribbles is not None:  # drawn after the digits' randomness: runs without outliers are unchanged
+                    picked = torch.randint(len(scribbles), (per_batch_outliers,), generator=g)[outlier_share]
+                    scribble_distortions = draw_distortions(per_batch_outliers, config.augment, g)[outlier_share]
+                    xo = apply_distortions(scribbles[picked].float().div_(255), scribble_distortions)
+                    x = torch.cat([x, normalize(xo).contiguous(memory_format=torch.channels_last)])
                 # The mean over this share: averaging the gradients over equal shares gives the batch mean's.
                 logits = trainee(x)
+                if scribbles is not None:
+                    logits, scribble_logits = logits[: len(y)], logits[len(y) :]
                 loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                if scribbles is not None:
+                    # Cross-entropy against equal probabilities: the mean of -log p over the ten digits.
+                    loss = loss - config.outlier_weight * F.log_softmax(scribble_logits, 1).mean()
                 run.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 run.optimizer.step()

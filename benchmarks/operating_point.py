@@ -1,0 +1,107 @@
+"""Benchmark: the not-a-digit trade-off on the validation split, at several shares of digits accepted.
+
+    python benchmarks/operating_point.py --data-dir ../shared/data/mnist [--model DIR ...]
+
+For each model and each acceptance level, the two thresholds are fitted exactly as the export fits them
+(`notdigit.choose_not_digit_threshold`: the same 6,000 clean and 1,200 drawn validation digits, half of the
+refusals to each signal), then measured on what they were not fitted on: all 6,000 validation digits drawn
+in each of the four canvas styles (the drawings of `robustness.py --split validation`), and rendered
+non-digits (seeds 1 and 99). A refused digit counts as an error, as for the person who drew it. This is
+where `notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is not read.
+
+Preprocessing does not depend on the model, so every drawing is preprocessed once and all models are
+measured on the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from digitrecognizer import Recognizer, data, preprocess, synth
+from digitrecognizer.notdigit import DRAWN_PER_STYLE
+from digitrecognizer.recognizer import softmax
+from digitrecognizer.train import TrainConfig
+
+ACCEPTANCE_LEVELS = (0.997, 0.998, 0.9985, 0.999, 0.9995)
+
+
+def preprocessed(pngs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 inputs (zeros where blank) and which ones preprocessing found blank (refused before the model)."""
+    inputs = [preprocess.to_mnist_image(p) for p in pngs]
+    blank = np.array([x is None for x in inputs])
+    return np.stack([np.zeros((28, 28), np.uint8) if x is None else x for x in inputs]), blank
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--model", type=Path, action="append", help="model folder (repeatable; default: shipped)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    # The split every run of the default recipe holds out (the validation split has its own fixed seed).
+    val = TrainConfig().split(data.load_split(args.data_dir, "train"))[1]
+
+    fit_drawn, drawn, drawn_labels, drawn_blank = [], [], [], []
+    for k, style in enumerate(synth.CANVAS_STYLES):
+        pngs, _ = synth.digit_set(val.images, val.labels, DRAWN_PER_STYLE, seed=500 + k, style=style)  # as the export
+        inputs, blank = preprocessed(pngs)
+        fit_drawn.append(inputs[~blank])
+        pngs, labels = synth.digit_set(val.images, val.labels, len(val), 100 + k, style)  # as robustness.py
+        inputs, blank = preprocessed(pngs)
+        drawn.append(inputs), drawn_labels.append(labels), drawn_blank.append(blank)
+    drawn, drawn_labels, drawn_blank = np.concatenate(drawn), np.concatenate(drawn_labels), np.concatenate(drawn_blank)
+    non_digits = {seed: preprocessed(synth.non_digit_set(n, seed)) for seed, n in ((1, 1000), (99, 400))}
+
+    results, lines = [], []
+    for model in args.model or [None]:
+        rec = Recognizer(model)
+
+        def scores(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            logits, novelty = rec.scores_mnist(images)
+            return softmax(logits, rec.temperature), novelty
+
+        clean_p, clean_n = scores(val.images)
+        fit_p, fit_n = scores(np.concatenate(fit_drawn))
+        drawn_p, drawn_n = scores(drawn)
+        nd_scores = {seed: scores(inputs) for seed, (inputs, _) in non_digits.items()}
+        fit_confidence = np.concatenate([clean_p.max(1), fit_p.max(1)])
+        fit_novelty = np.concatenate([clean_n, fit_n])
+        clean_errors = int(np.sum(clean_p.argmax(1) != val.labels))
+        lines.append(f"{rec.version} ({model or 'shipped'}): clean validation accuracy "
+                     f"{1 - clean_errors / len(val):.2%} ({clean_errors} errors of {len(val):,}); drawn: "
+                     f"{len(drawn_labels):,} digits, non-digits: seed 1 x {len(non_digits[1][1])}, seed 99 x "
+                     f"{len(non_digits[99][1])}")
+        for acceptance in ACCEPTANCE_LEVELS:
+            share = (1 - acceptance) / 2
+            min_conf = float(np.quantile(fit_confidence, share))
+            max_nov = float(np.quantile(fit_novelty, 1 - share))
+
+            def accepted(p: np.ndarray, n: np.ndarray) -> np.ndarray:
+                return (p.max(1) >= min_conf) & (n <= max_nov)
+
+            drawn_ok = accepted(drawn_p, drawn_n) & ~drawn_blank
+            misread = int(np.sum(drawn_ok & (drawn_p.argmax(1) != drawn_labels)))
+            refused = int(np.sum(~drawn_ok))
+            refused_nd = {seed: float(np.mean(~(accepted(*nd_scores[seed]) & ~blank)))
+                          for seed, (_, blank) in non_digits.items()}
+            row = {"model": rec.version, "acceptance": acceptance, "min_confidence": min_conf, "max_novelty": max_nov,
+                   "clean_errors": clean_errors, "clean_accepted": float(accepted(clean_p, clean_n).mean()),
+                   "drawn_misread": misread, "drawn_refused": refused,
+                   "non_digits_refused_seed1": refused_nd[1], "non_digits_refused_seed99": refused_nd[99]}
+            results.append(row)
+            lines.append(f"  accept {acceptance:.2%}: confidence >= {min_conf:.3f}, novelty <= {max_nov:.2f} | clean "
+                         f"accepted {row['clean_accepted']:.2%} | drawn errors {misread} misread + {refused} refused "
+                         f"= {misread + refused} | non-digits refused {refused_nd[1]:.1%} (seed 1), "
+                         f"{refused_nd[99]:.1%} (seed 99)")
+        print("\n".join(lines[-1 - len(ACCEPTANCE_LEVELS):]), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "operating_point.txt").write_text("\n".join(lines) + "\n")
+    (args.out / "operating_point.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
