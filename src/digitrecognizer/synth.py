@@ -1,4 +1,4 @@
-"""Synthetic drawings for calibration, tests and benchmarks: MNIST digits as canvas strokes, numbers, and non-digits."""
+"""Synthetic drawings: canvas digits, numbers and non-digits (calibration, tests, benchmarks); scribbles for training."""
 
 from __future__ import annotations
 
