@@ -3,8 +3,8 @@
     python benchmarks/operating_point.py --data-dir ../shared/data/mnist [--model DIR ...]
 
 For each model and each acceptance level, the two thresholds are fitted exactly as the export fits them
-(`notdigit.choose_not_digit_threshold`: the same 6,000 clean and 1,200 drawn validation digits, half of the
-refusals to each signal), then measured on what they were not fitted on: all 6,000 validation digits drawn
+(`notdigit.fit_inputs` and `notdigit.fit_thresholds`: the same 6,000 clean and 1,200 drawn validation digits,
+half of the refusals to each signal), then measured on what they were not fitted on: all 6,000 validation digits drawn
 in each of the four canvas styles (the drawings of `robustness.py --split validation`), and rendered
 non-digits (seeds 1 and 99). A refused digit counts as an error, as for the person who drew it. This is
 where `notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is not read.
@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrecognizer import Recognizer, data, preprocess, synth
-from digitrecognizer.notdigit import DRAWN_PER_STYLE
+from digitrecognizer import Recognizer, data, notdigit, preprocess, synth
 from digitrecognizer.recognizer import softmax
 from digitrecognizer.train import TrainConfig
 
@@ -45,11 +44,9 @@ def main() -> None:
     # The split every run of the default recipe holds out (the validation split has its own fixed seed).
     val = TrainConfig().split(data.load_split(args.data_dir, "train"))[1]
 
-    fit_drawn, drawn, drawn_labels, drawn_blank = [], [], [], []
+    fit_inputs = notdigit.fit_inputs(val)  # the clean validation digits first, then the drawn ones
+    drawn, drawn_labels, drawn_blank = [], [], []
     for k, style in enumerate(synth.CANVAS_STYLES):
-        pngs, _ = synth.digit_set(val.images, val.labels, DRAWN_PER_STYLE, seed=500 + k, style=style)  # as the export
-        inputs, blank = preprocessed(pngs)
-        fit_drawn.append(inputs[~blank])
         pngs, labels = synth.digit_set(val.images, val.labels, len(val), 100 + k, style)  # as robustness.py
         inputs, blank = preprocessed(pngs)
         drawn.append(inputs), drawn_labels.append(labels), drawn_blank.append(blank)
@@ -64,24 +61,21 @@ def main() -> None:
             logits, novelty = rec.scores_mnist(images)
             return softmax(logits, rec.temperature), novelty
 
-        clean_p, clean_n = scores(val.images)
-        fit_p, fit_n = scores(np.concatenate(fit_drawn))
+        fit_p, fit_n = scores(fit_inputs)
+        clean_p, clean_n = fit_p[: len(val)], fit_n[: len(val)]
         drawn_p, drawn_n = scores(drawn)
         nd_scores = {seed: scores(inputs) for seed, (inputs, _) in non_digits.items()}
-        fit_confidence = np.concatenate([clean_p.max(1), fit_p.max(1)])
-        fit_novelty = np.concatenate([clean_n, fit_n])
         clean_errors = int(np.sum(clean_p.argmax(1) != val.labels))
         lines.append(f"{rec.version} ({model or 'shipped'}): clean validation accuracy "
                      f"{1 - clean_errors / len(val):.2%} ({clean_errors} errors of {len(val):,}); drawn: "
                      f"{len(drawn_labels):,} digits, non-digits: seed 1 x {len(non_digits[1][1])}, seed 99 x "
                      f"{len(non_digits[99][1])}")
         for acceptance in ACCEPTANCE_LEVELS:
-            share = (1 - acceptance) / 2
-            min_conf = float(np.quantile(fit_confidence, share))
-            max_nov = float(np.quantile(fit_novelty, 1 - share))
+            thresholds = notdigit.fit_thresholds(fit_p.max(1), fit_n, acceptance)
+            min_conf, max_nov = thresholds["min_confidence"], thresholds["max_novelty"]
 
             def accepted(p: np.ndarray, n: np.ndarray) -> np.ndarray:
-                return (p.max(1) >= min_conf) & (n <= max_nov)
+                return notdigit.accepted(p.max(1), n, thresholds)
 
             drawn_ok = accepted(drawn_p, drawn_n) & ~drawn_blank
             misread = int(np.sum(drawn_ok & (drawn_p.argmax(1) != drawn_labels)))

@@ -547,8 +547,7 @@ def _fit(config: TrainConfig, out_dir: Path, data_dir: Path | None, resume: bool
                     x = torch.cat([x, normalize(xo).contiguous(memory_format=torch.channels_last)])
                 # The mean over this share: averaging the gradients over equal shares gives the batch mean's.
                 logits = trainee(x)
-                if scribbles is not None:
-                    logits, scribble_logits = logits[: len(y)], logits[len(y) :]
+                logits, scribble_logits = logits[: len(y)], logits[len(y) :]  # no scribbles: the second is empty
                 loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 if scribbles is not None:
                     # Cross-entropy against equal probabilities: the mean of -log p over the ten digits.
