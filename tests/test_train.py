@@ -62,6 +62,34 @@ def test_resume_after_interruption_gives_the_same_weights_as_an_uninterrupted_ru
     assert resumed.epoch == 2 and len(resumed.history) == 2
 
 
+def test_stopping_early_gives_the_first_epochs_of_the_full_schedule_and_keeps_each_epochs_weights(mnist_dir,
+                                                                                                   tmp_path):
+    full = train.fit(tiny_config(epochs=3, keep_epochs=True), tmp_path / "full", mnist_dir, progress=False)
+    stopped = train.fit(tiny_config(epochs=3, stop_after=2), tmp_path / "stopped", mnist_dir, progress=False)
+
+    # The learning rate follows the 3-epoch schedule, so the 2 epochs trained are the full run's first 2.
+    assert stopped.epoch == 2 and stopped.history == [
+        {**r, "epoch_seconds": s["epoch_seconds"], "images_per_s": s["images_per_s"]}
+        for r, s in zip(full.history[:2], stopped.history)]
+    assert stopped.history[-1]["lr"] > full.history[-1]["lr"]
+    kept = torch.load(tmp_path / "full" / "epochs" / "002.pt", weights_only=False)
+    assert kept["epoch"] == 2 and kept["val_acc"] == full.history[1]["val_acc"]
+    for name, tensor in stopped.ema.module.state_dict().items():
+        assert torch.equal(tensor, kept["ema"][name]), name
+    assert sorted(p.name for p in (tmp_path / "full" / "epochs").iterdir()) == ["001.pt", "002.pt", "003.pt"]
+    assert not (tmp_path / "stopped" / "epochs").exists()  # only kept when asked for
+    # A finished run resumes to nothing more: it stops where it stopped.
+    assert train.fit(tiny_config(epochs=3, stop_after=2), tmp_path / "stopped", mnist_dir, resume=True,
+                     progress=False).epoch == 2
+
+
+def test_stopping_after_the_end_of_the_schedule_is_a_clear_cli_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "digitrecognizer.cli", "train", "--epochs", "5", "--stop-after",
+                             "6", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "--stop-after 6" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_augmentation_keeps_shape_and_range_and_is_seeded():
     x = torch.rand(16, 1, 28, 28)
     a = train.augment_batch(x, train.AugmentConfig(), torch.Generator().manual_seed(1))

@@ -20,10 +20,11 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed, train
 
-    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+    overrides = {"epochs": args.epochs, "stop_after": args.stop_after, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "limit_train": args.limit_train, "threads": args.threads, "outliers": args.outliers,
                  "extra_data": str(args.extra_data) if args.extra_data else None,
-                 "init_weights": str(args.init_weights) if args.init_weights else None}
+                 "init_weights": str(args.init_weights) if args.init_weights else None,
+                 "keep_epochs": args.keep_epochs or None}
     if args.outliers is not None and not 0 <= args.outliers <= 4:
         raise CliError(f"--outliers {args.outliers}: give a share of each batch between 0 and 4 (e.g. 0.25)")
     if args.extra_data and not args.extra_data.is_file():
@@ -31,6 +32,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.width or args.hidden:
         overrides["model_args"] = {k: v for k, v in (("width", args.width), ("hidden", args.hidden)) if v}
     config = train.preset_config(args.preset, **overrides)
+    if not 1 <= config.last_epoch <= config.epochs:
+        raise CliError(f"--stop-after {config.stop_after}: give an epoch from 1 to the schedule's {config.epochs}")
     if args.init_weights and not args.resume:
         if args.width or args.hidden:
             raise CliError("--width and --hidden cannot change the network of --init-weights: fine-tuning keeps it")
@@ -197,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder (default: runs/default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
+    p.add_argument("--stop-after", type=int, metavar="N", help="train only the first N epochs of the learning-rate "
+                   "schedule (its length is --epochs)")
+    p.add_argument("--keep-epochs", action="store_true", help="also keep every epoch's averaged weights in "
+                   "OUT/epochs/ (about 1.3 MB each), e.g. to study weight averaging")
     p.add_argument("--batch-size", type=int, help="override the preset's batch size (of all processes together)")
     p.add_argument("--lr", type=float, help="override the preset's peak learning rate")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
