@@ -252,6 +252,12 @@ def test_the_default_preset_is_the_recipe_of_the_shipped_model():
     assert asdict(recorded) == asdict(train.preset_config("default"))
 
 
+def test_a_new_schedule_length_is_trained_whole_unless_told_where_to_stop():
+    assert train.preset_config("default").last_epoch == 36  # of its 45-epoch schedule
+    assert train.preset_config("default", epochs=20).last_epoch == 20
+    assert train.preset_config("default", epochs=20, stop_after=15).last_epoch == 15
+
+
 def test_another_model_does_not_inherit_the_presets_model_settings():
     config = train.preset_config("default", model="seed", model_args={})
     assert config.model_args == {}

@@ -199,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "for batch throughput), finetune (a few epochs from --init-weights), quick (a smoke run)")
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder (default: runs/default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
+    p.add_argument("--epochs", type=int, help="override the length of the preset's learning-rate schedule, in epochs "
+                   "(all of it is trained unless --stop-after says otherwise)")
     p.add_argument("--stop-after", type=int, metavar="N", help="train only the first N epochs of the learning-rate "
                    "schedule (its length is --epochs)")
     p.add_argument("--keep-epochs", action="store_true", help="also keep every epoch's averaged weights in "

@@ -122,6 +122,8 @@ def preset_config(name: str, **overrides) -> TrainConfig:
         raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     values = {**asdict(TrainConfig()), **copy.deepcopy(PRESETS[name])}  # a config never aliases its preset
     values["augment"] = {**asdict(AugmentConfig()), **PRESETS[name].get("augment", {})}
+    if overrides.get("epochs") is not None and overrides.get("stop_after") is None:
+        values["stop_after"] = None  # the preset's stop belongs to its own schedule: a new length is trained whole
     same_model = overrides.get("model") in (None, values["model"])
     for key, value in overrides.items():
         if key == "model_args" and value is not None and same_model:
