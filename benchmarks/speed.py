@@ -1,10 +1,11 @@
 """Benchmark: inference speed on this machine, printed side by side in one run.
 
 - `predict` on a 280x280 canvas PNG including decoding and preprocessing (p50, p95);
-- `predict_mnist` throughput on batches of 1,000 MNIST-format images;
-- single-image model latency, ONNX Runtime vs the same model in PyTorch eager (if torch is installed).
+- `predict_mnist` throughput on batches of MNIST-format images;
+- single-image model latency, ONNX Runtime vs the same model in PyTorch eager (if torch is installed);
+- the same canvas and batch figures for the int8 graph of the network (the shipped one, or `--int8 DIR`).
 
-    python benchmarks/speed.py --data-dir ../shared/data/mnist [--model DIR]
+    python benchmarks/speed.py --data-dir ../shared/data/mnist [--model DIR] [--int8 DIR]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from digitrecognizer import Recognizer, data, synth
+from digitrecognizer.card import SHIPPED_GRAPHS
 
 
 ROUNDS = 5
@@ -37,18 +39,7 @@ def timed(fn, repeat: int) -> list[float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--model", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args()
-    test = data.load_split(args.data_dir, "test")
-    rng = np.random.default_rng(0)
-    canvases = [synth.render_digit(test.images[i], rng, "white_on_black") for i in range(300)]
-    result = {}
-
-    rec = Recognizer(args.model)
+def canvas_latency(rec: Recognizer, canvases: list[bytes]) -> dict:
     for png in canvases[:20]:
         rec.predict(png)  # warm-up
     # Shared cloud machines vary by up to 2x from one minute to the next (neighbours on the host), so the
@@ -62,18 +53,50 @@ def main() -> None:
             samples.append(time.perf_counter() - t0)
         rounds.append(percentiles(samples))
     rounds.sort(key=lambda r: r["p50_ms"])
-    result["predict_canvas_png"] = {**rounds[len(rounds) // 2], "rounds_p50_ms": [r["p50_ms"] for r in rounds]}
-    print(f"predict(280x280 canvas PNG), decode+preprocess+model: p50 {result['predict_canvas_png']['p50_ms']:.2f} ms, "
-          f"p95 {result['predict_canvas_png']['p95_ms']:.2f} ms (the middle of {ROUNDS} rounds, whose p50s ranged "
-          f"{rounds[0]['p50_ms']:.2f}-{rounds[-1]['p50_ms']:.2f} ms; original project: ~40 ms)")
+    return {**rounds[len(rounds) // 2], "rounds_p50_ms": [r["p50_ms"] for r in rounds]}
 
-    batch_rec = Recognizer(args.model, threads=2)
-    batch = test.images[:1000]
-    batch_rec.predict_mnist(batch)
-    t = min(timed(lambda: batch_rec.predict_mnist(test.images), 3))
-    result["predict_mnist_images_per_s"] = len(test.images) / t
+
+def describe(latency: dict) -> str:
+    spread = latency["rounds_p50_ms"]
+    return (f"p50 {latency['p50_ms']:.2f} ms, p95 {latency['p95_ms']:.2f} ms (the middle of {ROUNDS} rounds, whose "
+            f"p50s ranged {spread[0]:.2f}-{spread[-1]:.2f} ms)")
+
+
+def batch_throughput(rec: Recognizer, images: np.ndarray) -> float:
+    rec.predict_mnist(images[:1000])
+    return len(images) / min(timed(lambda: rec.predict_mnist(images), 3))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--model", type=Path, help="model folder (default: the shipped float32 graph)")
+    parser.add_argument("--int8", type=Path, help="int8 model folder (default: the shipped int8 graph, with the "
+                                                   "shipped float32 one; none with --model)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    test = data.load_split(args.data_dir, "test")
+    rng = np.random.default_rng(0)
+    canvases = [synth.render_digit(test.images[i], rng, "white_on_black") for i in range(300)]
+    result = {}
+
+    rec = Recognizer(args.model)
+    result["predict_canvas_png"] = canvas_latency(rec, canvases)
+    print(f"predict(280x280 canvas PNG), decode+preprocess+model: {describe(result['predict_canvas_png'])} "
+          "(original project: ~40 ms)")
+    result["predict_mnist_images_per_s"] = batch_throughput(Recognizer(args.model, threads=2), test.images)
     print(f"predict_mnist throughput (10,000 images, batches of 1,024, 2 threads): "
           f"{result['predict_mnist_images_per_s']:,.0f} images/s")
+
+    int8_dir = args.int8 or (SHIPPED_GRAPHS["int8"] if args.model is None else None)
+    if int8_dir is not None:
+        result["int8"] = {"model": Recognizer(int8_dir).version,
+                          "predict_canvas_png": canvas_latency(Recognizer(int8_dir), canvases),
+                          "predict_mnist_images_per_s": batch_throughput(Recognizer(int8_dir, threads=2), test.images)}
+        result["int8"]["batch_speedup"] = result["int8"]["predict_mnist_images_per_s"] / result["predict_mnist_images_per_s"]
+        print(f"int8 graph ({result['int8']['model']}): predict(canvas PNG) {describe(result['int8']['predict_canvas_png'])}; "
+              f"predict_mnist {result['int8']['predict_mnist_images_per_s']:,.0f} images/s "
+              f"({result['int8']['batch_speedup']:.2f}x the float32 graph)")
 
     one = test.images[:1]
     onnx_single = percentiles(timed(lambda: rec.predict_mnist(one), 500))

@@ -113,3 +113,17 @@ def test_train_too_short_for_its_schedule_is_a_clear_error(mnist_dir, tmp_path, 
                  "--data-dir", str(mnist_dir), "--out", str(tmp_path / "run")])
     assert code != 0
     assert "one-cycle schedule needs at least" in capsys.readouterr().err
+
+
+def test_predict_with_the_int8_graph(images, mnist_test, capsys):
+    paths, _ = images
+    assert main(["predict", *map(str, paths), "--int8", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["digit"] for r in rows] == [int(label) for label in mnist_test.labels[:3]]
+
+
+def test_int8_and_model_together_are_a_clear_error(images, model_dir):
+    paths, _ = images
+    result = run_cli("predict", paths[0], "--int8", "--model", model_dir)
+    assert result.returncode == 2
+    assert "--int8 picks the shipped int8 graph" in result.stderr and "Traceback" not in result.stderr

@@ -101,3 +101,80 @@ def test_the_exported_model_predicts_in_a_python_without_torch(exported, mnist_d
     accuracy, line = result.stdout.splitlines()
     assert float(accuracy) > 0.8
     assert line.split()[0] == line.split()[1]
+
+
+@pytest.fixture(scope="module")
+def exported_int8(exported, mnist_dir, monkeypatch_module):
+    folder = exported[0].parent
+    # Two epochs on 4,000 images leave the network far from converged, and quantisation moves more of its uncertain
+    # answers than those of a trained one; the rule itself (0.05 points) is for real runs.
+    monkeypatch_module.setattr(export, "INT8_MAX_ACCURACY_LOSS", 0.01)
+    card = export.export(folder / "run", folder / "int8", mnist_dir, precision="int8")
+    return folder / "int8", card
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_the_int8_graph_quantises_the_network_and_keeps_the_novelty_in_float(exported_int8):
+    import onnx
+
+    folder, card = exported_int8
+    graph = onnx.load(str(folder / card_module.ONNX_NAME)).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("QLinearConv") == 6 and "Conv" not in ops  # every convolution, ReLU fused
+    assert "QGemm" in ops and ops.count("MatMul") == 2  # the classifier in int8; the novelty's products in float
+    square = [t for t in graph.initializer if len(t.dims) == 2 and t.dims[0] == t.dims[1] and t.dims[0] > 100]
+    assert len(square) == 1 and square[0].data_type == onnx.TensorProto.FLOAT16
+    q = card.quantization
+    assert q["precision"] == "int8" and q["calibration_images"] > 1000
+    assert q["validation_agreement_with_float32"] > 0.99
+    assert q["validation_accuracy"] >= q["validation_accuracy_float32"] - 0.01
+
+
+def test_the_int8_card_is_measured_on_the_int8_graph(exported_int8, exported, mnist_test):
+    folder, card = exported_int8
+    rec = Recognizer(folder)
+    assert rec.card.quantization["precision"] == "int8"
+    accuracy = (rec.predict_mnist(mnist_test.images).argmax(1) == mnist_test.labels).mean()
+    assert accuracy == pytest.approx(card.metrics["test"]["accuracy"])
+    float_card = exported[1]
+    assert float_card.quantization == {"precision": "float32"}
+    assert card.temperature != float_card.temperature  # fitted again, on the int8 graph's own logits
+    assert card.not_digit["min_confidence"] > 0 and card.not_digit["max_novelty"] > 0
+
+
+def test_an_int8_graph_that_reads_worse_than_float32_is_refused(exported, mnist_dir, tmp_path, monkeypatch):
+    folder = exported[0].parent
+    monkeypatch.setattr(export, "INT8_MAX_ACCURACY_LOSS", -1.0)  # no graph can be a whole point better
+    out = tmp_path / "model"
+    with pytest.raises(RuntimeError, match="export with --precision float32"):
+        export.export(folder / "run", out, mnist_dir, precision="int8")
+    assert not out.exists()  # nothing half-written
+
+
+def test_an_unknown_precision_is_a_clear_error(exported, mnist_dir, tmp_path):
+    with pytest.raises(ValueError, match="precision must be one of float32, int8"):
+        export.export(exported[0].parent / "run", tmp_path / "model", mnist_dir, precision="int4")
+
+
+def test_a_model_folder_can_be_exported_again_without_its_run(exported, mnist_dir, tmp_path):
+    folder, card = exported
+    again = export.export(folder, tmp_path / "again", mnist_dir)
+    assert again.training == card.training  # the card's record of the run stands in for its checkpoints
+    assert again.weights_sha256 == card.weights_sha256 and again.onnx_sha256 == card.onnx_sha256
+
+
+def test_a_model_folder_whose_weights_do_not_match_its_card_is_refused(exported, mnist_dir, tmp_path):
+    folder, _ = exported
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("card.json", "model.onnx", "model.pt"):
+        (copy / name).write_bytes((folder / name).read_bytes())
+    with open(copy / "model.pt", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(card_module.ModelError, match="not the weights its card describes"):
+        export.export(copy, tmp_path / "out", mnist_dir)

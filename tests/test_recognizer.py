@@ -150,3 +150,21 @@ def test_best_chain_scores_each_candidate_with_its_own_reading():
     assert best_chain(2, candidates, readings, NumberScoring()).text == "16"
     readings = [reading(1, 0.30), reading(8, 0.99), reading(6, 0.30)]
     assert best_chain(2, candidates, readings, NumberScoring()).text == "8"
+
+
+def test_the_shipped_int8_graph_reads_like_the_float32_one(recognizer, mnist_test):
+    int8 = Recognizer(precision="int8")
+    assert int8.card.quantization["precision"] == "int8"
+    assert int8.card.training["config"] == Recognizer().card.training["config"]  # the same network and run
+    images = mnist_test.images[:2000]
+    agree = (int8.predict_mnist(images).argmax(1) == Recognizer().predict_mnist(images).argmax(1)).mean()
+    assert agree > 0.998
+    png = synth.render_digit(mnist_test.images[0], np.random.default_rng(3), "black_on_white")
+    assert int8.predict(png).digit == mnist_test.labels[0]
+
+
+def test_precision_picks_a_shipped_graph_and_refuses_a_model_folder_beside_it(model_dir):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Recognizer(precision="int4")
+    with pytest.raises(ValueError, match="a model folder holds its own graph"):
+        Recognizer(model_dir, precision="int8")

@@ -10,6 +10,10 @@ from pathlib import Path
 
 CARD_NAME, ONNX_NAME, WEIGHTS_NAME = "card.json", "model.onnx", "model.pt"
 SHIPPED_DIR = Path(__file__).parent / "assets"
+# The shipped network as two graphs of the same weights, each a model folder with its own card (temperature,
+# thresholds and test figures are measured on the graph they serve): float32 by default, and int8 for batch work,
+# at twice the throughput (benchmarks/README.md, speed.py).
+SHIPPED_GRAPHS = {"float32": SHIPPED_DIR, "int8": SHIPPED_DIR / "int8"}
 
 
 class ModelError(RuntimeError):
@@ -31,6 +35,8 @@ class ModelCard:
     })
     temperature: float = 1.0  # logits are divided by this before softmax (fitted on the validation split)
     not_digit: dict = field(default_factory=dict)  # thresholds of the not-a-digit decision, chosen on held-out data
+    # How the graph computes: {"precision": "int8", ...} for a quantised graph and what it was checked against.
+    quantization: dict = field(default_factory=lambda: {"precision": "float32"})
     metrics: dict = field(default_factory=dict)  # official-test-set figures, measured on the exported ONNX model
     training: dict = field(default_factory=dict)  # command, seconds, epochs, data checksums, environment, history
     code_version: str = ""
@@ -49,7 +55,7 @@ def sha256_file(path: Path) -> str:
 
 
 def model_dir(path: str | os.PathLike | None) -> Path:
-    """Accept a model folder, its card.json or its model.onnx; None means the shipped model."""
+    """Accept a model folder, its card.json or its model.onnx; None means the shipped (float32) model."""
     if path is None:
         return SHIPPED_DIR
     path = Path(path).expanduser()

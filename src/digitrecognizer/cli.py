@@ -12,6 +12,21 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
+    p.add_argument("--int8", action="store_true",
+                   help="the shipped int8 graph of the same network: twice the batch throughput, "
+                        "its own card and test figures")
+
+
+def _model(args: argparse.Namespace) -> Path | None:
+    from .card import SHIPPED_GRAPHS
+
+    if args.int8 and args.model:
+        raise CliError("--int8 picks the shipped int8 graph; --model names another model: give one of them")
+    return SHIPPED_GRAPHS["int8"] if args.int8 else args.model
+
+
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="folder with the four MNIST files (default: $DIGITRECOGNIZER_DATA, else ~/.cache/digitrecognizer/mnist)")
@@ -58,9 +73,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    card = export(args.run, args.out, args.data_dir, checkpoint=args.checkpoint, version=args.version)
+    card = export(args.run, args.out, args.data_dir, checkpoint=args.checkpoint, version=args.version,
+                  precision=args.precision)
     test = card.metrics["test"]
-    print(f"exported {card.version} to {args.out}: test accuracy {test['accuracy']:.2%}, ECE {test['ece']:.2%}, "
+    print(f"exported {card.version} ({args.precision}) to {args.out}: test accuracy {test['accuracy']:.2%}, ECE {test['ece']:.2%}, "
           f"temperature {card.temperature:.3f}, ONNX/PyTorch max difference {card.metrics['onnx_torch_max_prob_diff']:.1e}")
     return 0
 
@@ -68,7 +84,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
-    metrics = evaluate(args.model, args.out, args.data_dir)
+    metrics = evaluate(_model(args), args.out, args.data_dir)
     print(f"test accuracy {metrics['accuracy']:.2%} ({metrics['errors']} errors), top-3 {metrics['top3_accuracy']:.2%}, "
           f"macro F1 {metrics['macro_f1']:.4f}, ECE {metrics['ece']:.2%}; report: {args.out / 'report.md'}")
     return 0
@@ -99,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .preprocess import PreprocessError
     from .recognizer import Recognizer
 
-    recognizer = Recognizer(args.model)
+    recognizer = Recognizer(_model(args))
     if args.save_input:
         args.save_input.mkdir(parents=True, exist_ok=True)
     rows, failures = [], 0
@@ -155,7 +171,7 @@ def _prediction_table(rows: list[dict], number: bool) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .web.app import Settings, serve
 
-    settings = Settings(model=args.model, db=args.db)
+    settings = Settings(model=_model(args), db=args.db)
     serve(settings, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
     return 0
 
@@ -226,19 +242,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="write ONNX + weights + model card from a training run",
-                       description="Export a run's best checkpoint: ONNX graph (checked against PyTorch), weights, and a "
+                       description="Export a run's best checkpoint: ONNX graph (checked against PyTorch; int8 by default), weights, and a "
                                    "model card with temperature, not-a-digit threshold and test metrics.")
-    p.add_argument("--run", type=Path, default=Path("runs/default"), help="training run folder (default: runs/default)")
+    p.add_argument("--run", type=Path, default=Path("runs/default"),
+                   help="training run folder (default: runs/default), or a model folder to export again")
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file in the run folder (default: best.pt)")
     p.add_argument("--out", type=Path, default=Path("runs/default/export"), help="model folder to write")
     p.add_argument("--version", help="version string for the card (default: name-date-hash)")
+    p.add_argument("--precision", choices=("float32", "int8"), default="float32",
+                   help="float32 (default): the graph as trained; int8: quantised with ONNX Runtime, about 2x the "
+                        "batch throughput, refused if it reads validation digits 0.05 points worse than float32")
     _add_data_dir(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="measure a model on the official test set and write a report with plots",
                        description="Accuracy, top-3, macro precision/recall/F1, per-class figures, calibration; writes "
                                    "report.md, metrics.json and PNG plots to --out.")
-    p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
+    _add_model(p)
     p.add_argument("--out", type=Path, default=Path("reports/latest"), help="report folder (default: reports/latest)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_evaluate)
@@ -250,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--number", action="store_true", help="read several digits side by side as a number")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--save-input", type=Path, metavar="DIR", help="write the 28x28 images the model saw to DIR")
-    p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
+    _add_model(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="start the web app and REST API (http://127.0.0.1:5000)",
@@ -258,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
+    _add_model(p)
     p.add_argument("--db", help="feedback database: a file path, sqlite:///... or postgresql://user:pass@host/db "
                                 "(default: a SQLite file in your data folder)")
     p.add_argument("--access-log", action="store_true", help="log one line per request (off: it costs throughput)")
