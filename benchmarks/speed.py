@@ -85,8 +85,7 @@ def main() -> None:
     print(f"predict(280x280 canvas PNG), decode+preprocess+model: {describe(result['predict_canvas_png'])} "
           "(original project: ~40 ms)")
     result["predict_mnist_images_per_s"] = batch_throughput(Recognizer(args.model, threads=2), test.images)
-    print(f"predict_mnist throughput (10,000 images, batches of 1,024, 2 threads): "
-          f"{result['predict_mnist_images_per_s']:,.0f} images/s")
+    print(f"predict_mnist throughput (10,000 images, 2 threads): {result['predict_mnist_images_per_s']:,.0f} images/s")
 
     int8_dir = args.int8 or (SHIPPED_GRAPHS["int8"] if args.model is None else None)
     if int8_dir is not None:
@@ -120,7 +119,7 @@ def main() -> None:
             net(x1)
             torch_single = percentiles(timed(lambda: net(x1), 500))
             torch.set_num_threads(2)
-            t_torch = min(timed(lambda: [net(xb[i:i + 1024]) for i in range(0, len(xb), 1024)], 3))
+            t_torch = min(timed(lambda: [net(xb[i:i + 1024]) for i in range(0, len(xb), 1024)], 3))  # as float32
         result["torch_single_image"] = torch_single
         result["torch_images_per_s"] = len(xb) / t_torch
         result["onnx_vs_torch_single_speedup"] = torch_single["p50_ms"] / onnx_single["p50_ms"]
