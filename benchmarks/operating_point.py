@@ -6,8 +6,10 @@ For each model and each acceptance level, the two thresholds are fitted exactly 
 (`notdigit.fit_inputs` and `notdigit.fit_thresholds`: the same 6,000 clean and 1,200 drawn validation digits,
 half of the refusals to each signal), then measured on what they were not fitted on: all 6,000 validation digits drawn
 in each of the four canvas styles (the drawings of `robustness.py --split validation`), and rendered
-non-digits (seeds 1 and 99). A refused digit counts as an error, as for the person who drew it. This is
-where `notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is not read.
+non-digits (seeds 1 and 99). A refused digit counts as an error, as for the person who drew it. Each level
+also prints how far each style's drawn accuracy falls below clean validation accuracy (issue 3 asks for at
+most 0.3 points in every style). This is where `notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is
+not read.
 
 Preprocessing does not depend on the model, so every drawing is preprocessed once and all models are
 measured on the same inputs.
@@ -45,12 +47,14 @@ def main() -> None:
     val = TrainConfig().split(data.load_split(args.data_dir, "train"))[1]
 
     fit_inputs = notdigit.fit_inputs(val)  # the clean validation digits first, then the drawn ones
-    drawn, drawn_labels, drawn_blank = [], [], []
+    drawn, drawn_labels, drawn_blank, drawn_style = [], [], [], []
     for k, style in enumerate(synth.CANVAS_STYLES):
         pngs, labels = synth.digit_set(val.images, val.labels, len(val), 100 + k, style)  # as robustness.py
         inputs, blank = preprocessed(pngs)
         drawn.append(inputs), drawn_labels.append(labels), drawn_blank.append(blank)
+        drawn_style.append(np.full(len(labels), k))
     drawn, drawn_labels, drawn_blank = np.concatenate(drawn), np.concatenate(drawn_labels), np.concatenate(drawn_blank)
+    drawn_style = np.concatenate(drawn_style)
     non_digits = {seed: preprocessed(synth.non_digit_set(n, seed)) for seed, n in ((1, 1000), (99, 400))}
 
     results, lines = [], []
@@ -80,17 +84,21 @@ def main() -> None:
             drawn_ok = accepted(drawn_p, drawn_n) & ~drawn_blank
             misread = int(np.sum(drawn_ok & (drawn_p.argmax(1) != drawn_labels)))
             refused = int(np.sum(~drawn_ok))
+            right = drawn_ok & (drawn_p.argmax(1) == drawn_labels)
+            clean_acc = 1 - clean_errors / len(val)
+            drops = [100 * (clean_acc - right[drawn_style == k].mean()) for k in range(len(synth.CANVAS_STYLES))]
             refused_nd = {seed: float(np.mean(~(accepted(*nd_scores[seed]) & ~blank)))
                           for seed, (_, blank) in non_digits.items()}
             row = {"model": rec.version, "acceptance": acceptance, "min_confidence": min_conf, "max_novelty": max_nov,
                    "clean_errors": clean_errors, "clean_accepted": float(accepted(clean_p, clean_n).mean()),
                    "drawn_misread": misread, "drawn_refused": refused,
+                   "style_drop_points": dict(zip(synth.CANVAS_STYLES, drops)),
                    "non_digits_refused_seed1": refused_nd[1], "non_digits_refused_seed99": refused_nd[99]}
             results.append(row)
             lines.append(f"  accept {acceptance:.2%}: confidence >= {min_conf:.3f}, novelty <= {max_nov:.2f} | clean "
                          f"accepted {row['clean_accepted']:.2%} | drawn errors {misread} misread + {refused} refused "
-                         f"= {misread + refused} | non-digits refused {refused_nd[1]:.1%} (seed 1), "
-                         f"{refused_nd[99]:.1%} (seed 99)")
+                         f"= {misread + refused} (style drops {' / '.join(f'{d:.2f}' for d in drops)} points) | "
+                         f"non-digits refused {refused_nd[1]:.1%} (seed 1), {refused_nd[99]:.1%} (seed 99)")
         print("\n".join(lines[-1 - len(ACCEPTANCE_LEVELS):]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "operating_point.txt").write_text("\n".join(lines) + "\n")

@@ -8,11 +8,12 @@ from . import preprocess, synth
 from .data import MnistSplit
 from .recognizer import softmax
 
-# Accept this share of validation digits (clean and drawn). A refused digit is an error for the user, and at 99.7%
-# refusals were 17 of the 44 errors on 6,000 drawn validation digits, putting drawn input 0.33 points below clean;
-# at 99.8% the drawn errors fall to 39 (0.25 points below) while held-out non-digits refused fall from 48% to 45%
-# (benchmarks/experiments.md, "Operating point"). Either keeps far above the 99.5% the test set must reach.
-TARGET_DIGIT_ACCEPTANCE = 0.998
+# Accept this share of validation digits (clean and drawn). A refused digit is an error for the person who drew it,
+# and issue 3 asks that drawn input lose at most 0.3 points against clean digits in every canvas style. On the
+# validation split (benchmarks/operating_point.py) the worst style lost 0.40 points at 99.8%, 0.33 at 99.9% and
+# 0.27 at 99.95%, the lowest level that meets it; held-out non-digits refused fall from 45% to 32% on the way.
+# Splitting the refusals other than half to each signal traced no better trade-off (benchmarks/experiments.md).
+TARGET_DIGIT_ACCEPTANCE = 0.9995
 NON_DIGIT_SEED = 20261124  # the rendered non-digits used to report the refusal rate (never to fit anything)
 DRAWN_PER_STYLE = 300
 
