@@ -168,3 +168,11 @@ def test_precision_picks_a_shipped_graph_and_refuses_a_model_folder_beside_it(mo
         Recognizer(precision="int4")
     with pytest.raises(ValueError, match="a model folder holds its own graph"):
         Recognizer(model_dir, precision="int8")
+
+
+def test_batches_spread_over_threads_give_the_same_answers(mnist_test):
+    images = mnist_test.images[:3000]
+    one, two = Recognizer(threads=1), Recognizer(threads=2)
+    assert np.allclose(one.predict_mnist(images), two.predict_mnist(images), atol=1e-6)
+    assert two.predict_mnist(images[:1]).shape == (1, 10)  # fewer images than threads
+    assert two.predict_mnist(np.zeros((0, 28, 28), np.uint8)).shape == (0, 10)
