@@ -70,6 +70,7 @@ def main() -> None:
         drawn_p, drawn_n = scores(drawn)
         nd_scores = {seed: scores(inputs) for seed, (inputs, _) in non_digits.items()}
         clean_errors = int(np.sum(clean_p.argmax(1) != val.labels))
+        clean_acc = 1 - clean_errors / len(val)
         lines.append(f"{rec.version} ({model or 'shipped'}): clean validation accuracy "
                      f"{1 - clean_errors / len(val):.2%} ({clean_errors} errors of {len(val):,}); drawn: "
                      f"{len(drawn_labels):,} digits, non-digits: seed 1 x {len(non_digits[1][1])}, seed 99 x "
@@ -85,7 +86,6 @@ def main() -> None:
             misread = int(np.sum(drawn_ok & (drawn_p.argmax(1) != drawn_labels)))
             refused = int(np.sum(~drawn_ok))
             right = drawn_ok & (drawn_p.argmax(1) == drawn_labels)
-            clean_acc = 1 - clean_errors / len(val)
             drops = [100 * (clean_acc - right[drawn_style == k].mean()) for k in range(len(synth.CANVAS_STYLES))]
             refused_nd = {seed: float(np.mean(~(accepted(*nd_scores[seed]) & ~blank)))
                           for seed, (_, blank) in non_digits.items()}

@@ -89,8 +89,8 @@ def main() -> None:
 
     int8_dir = args.int8 or (SHIPPED_GRAPHS["int8"] if args.model is None else None)
     if int8_dir is not None:
-        result["int8"] = {"model": Recognizer(int8_dir).version,
-                          "predict_canvas_png": canvas_latency(Recognizer(int8_dir), canvases),
+        int8 = Recognizer(int8_dir)
+        result["int8"] = {"model": int8.version, "predict_canvas_png": canvas_latency(int8, canvases),
                           "predict_mnist_images_per_s": batch_throughput(Recognizer(int8_dir, threads=2), test.images)}
         result["int8"]["batch_speedup"] = result["int8"]["predict_mnist_images_per_s"] / result["predict_mnist_images_per_s"]
         print(f"int8 graph ({result['int8']['model']}): predict(canvas PNG) {describe(result['int8']['predict_canvas_png'])}; "
@@ -119,7 +119,7 @@ def main() -> None:
             net(x1)
             torch_single = percentiles(timed(lambda: net(x1), 500))
             torch.set_num_threads(2)
-            t_torch = min(timed(lambda: [net(xb[i:i + 1024]) for i in range(0, len(xb), 1024)], 3))  # as float32
+            t_torch = min(timed(lambda: [net(xb[i:i + 1024]) for i in range(0, len(xb), 1024)], 3))
         result["torch_single_image"] = torch_single
         result["torch_images_per_s"] = len(xb) / t_torch
         result["onnx_vs_torch_single_speedup"] = torch_single["p50_ms"] / onnx_single["p50_ms"]

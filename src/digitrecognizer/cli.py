@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="write ONNX + weights + model card from a training run",
-                       description="Export a run's best checkpoint: ONNX graph (checked against PyTorch; int8 by default), weights, and a "
+                       description="Export a run's best checkpoint: ONNX graph (checked against PyTorch; float32 or int8), weights, and a "
                                    "model card with temperature, not-a-digit threshold and test metrics.")
     p.add_argument("--run", type=Path, default=Path("runs/default"),
                    help="training run folder (default: runs/default), or a model folder to export again")

@@ -14,7 +14,7 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 
 from . import __version__, data
-from .card import CARD_NAME, ONNX_NAME, WEIGHTS_NAME, ModelCard, sha256_file
+from .card import CARD_NAME, ONNX_NAME, WEIGHTS_NAME, ModelCard, ModelError, load_card, sha256_file
 from .models import MNIST_MEAN, MNIST_STD, create_model, embed
 from .train import TrainConfig, environment, load_checkpoint, normalize, predict_logits, read_weights, to_unit_tensor
 
@@ -86,8 +86,6 @@ def read_run(run_dir: Path, checkpoint: str) -> tuple[nn.Module, TrainConfig, di
         model, config, ckpt = model_from_checkpoint(run_dir / checkpoint)
         last = load_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else ckpt
         return model, config, ckpt, last
-    from .card import ModelError, load_card
-
     card, _ = load_card(run_dir)
     weights = run_dir / WEIGHTS_NAME
     if not weights.is_file() or sha256_file(weights) != card.weights_sha256:
@@ -185,6 +183,21 @@ def quantize_int8(float_path: Path, int8_path: Path, images: np.ndarray) -> None
     prepared.unlink()
 
 
+def check_int8(float_logits: np.ndarray, int8_logits: np.ndarray, labels: np.ndarray) -> dict:
+    """The int8 graph's validation figures beside the float32 graph's, for the card; raises if it reads the
+    validation digits more than INT8_MAX_ACCURACY_LOSS worse."""
+    float_answers, int8_answers = float_logits.argmax(1), int8_logits.argmax(1)
+    float_acc, int8_acc = float((float_answers == labels).mean()), float((int8_answers == labels).mean())
+    if int8_acc < float_acc - INT8_MAX_ACCURACY_LOSS:
+        raise RuntimeError(f"the int8 graph reads {int8_acc:.2%} of validation digits against {float_acc:.2%} "
+                           f"for float32 (at most {INT8_MAX_ACCURACY_LOSS:.2%} less allowed); export with "
+                           "--precision float32")
+    return {"validation_accuracy": int8_acc, "validation_accuracy_float32": float_acc,
+            "validation_agreement_with_float32": float((int8_answers == float_answers).mean()),
+            "weights": "int8, per channel", "activations": "uint8",
+            "float32_ops": "input normalisation and the novelty score"}
+
+
 def onnx_logits(onnx_path: Path, images: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
@@ -231,26 +244,19 @@ def export(run_dir: Path, out_dir: Path, data_dir: Path | None, checkpoint: str 
         if max_diff >= PARITY_TOLERANCE:
             raise RuntimeError(f"ONNX and PyTorch disagree: max probability difference {max_diff:.2e} "
                                f"≥ {PARITY_TOLERANCE:.0e}; the export is not trustworthy")
+        served = tmp / ONNX_NAME
         quantization = {"precision": precision}
         if precision == "int8":
             calibration = calibration_images(train_split)
-            quantize_int8(float_path, tmp / ONNX_NAME, calibration)
-            float_answers = onnx_logits(float_path, val.images).argmax(1)
-            int8_answers = onnx_logits(tmp / ONNX_NAME, val.images).argmax(1)
-            float_acc, int8_acc = (float_answers == val.labels).mean(), (int8_answers == val.labels).mean()
-            if int8_acc < float_acc - INT8_MAX_ACCURACY_LOSS:
-                raise RuntimeError(f"the int8 graph reads {int8_acc:.2%} of validation digits against {float_acc:.2%} "
-                                   f"for float32 (at most {INT8_MAX_ACCURACY_LOSS:.2%} less allowed); export with "
-                                   "--precision float32")
-            quantization.update({"validation_accuracy": float(int8_acc), "validation_accuracy_float32": float(float_acc),
-                                 "validation_agreement_with_float32": float((int8_answers == float_answers).mean()),
-                                 "calibration_images": len(calibration),
-                                 "weights": "int8, per channel", "activations": "uint8",
-                                 "float32_ops": "input normalisation and the novelty score"})
+            quantize_int8(float_path, served, calibration)
+            val_logits = onnx_logits(served, val.images)
+            quantization.update(check_int8(onnx_logits(float_path, val.images), val_logits, val.labels),
+                                calibration_images=len(calibration))
             float_path.unlink()
         else:
-            float_path.replace(tmp / ONNX_NAME)
-        temperature = fit_temperature(onnx_logits(tmp / ONNX_NAME, val.images), val.labels)
+            float_path.replace(served)
+            val_logits = onnx_logits(served, val.images)
+        temperature = fit_temperature(val_logits, val.labels)  # on the graph that is written
         log.info("temperature fitted on %d validation images: %.4f", len(val), temperature)
         torch.save({"model": config.model, "model_args": config.model_args, "state_dict": model.state_dict()},
                    tmp / WEIGHTS_NAME)
