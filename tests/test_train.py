@@ -118,7 +118,7 @@ def test_resume_without_a_checkpoint_explains_what_to_do(mnist_dir, tmp_path):
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(ValueError, match="default, wide, seed, compact, finetune, quick"):
+    with pytest.raises(ValueError, match="default, strong-elastic, wide, seed, compact, finetune, quick"):
         train.preset_config("fast")
 
 

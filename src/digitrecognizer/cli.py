@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "after every epoch; Ctrl-C saves and stops; --resume continues exactly. Runs "
                                    "unchanged on several processes: torchrun --standalone --nproc_per_node=N -m "
                                    "digitrecognizer.cli train ... (--batch-size is the batch of all processes together)")
-    p.add_argument("--preset", default="default", help="named recipe: default (the shipped model), wide (the model shipped "
-                   "before: same padding), seed (the original Keras architecture), compact (a 4x cheaper network "
+    p.add_argument("--preset", default="default", help="named recipe: default (the shipped model), strong-elastic (the "
+                   "model shipped before: twice the elastic wobble), wide (an earlier one: same padding), seed (the original Keras architecture), compact (a 4x cheaper network "
                    "for batch throughput), finetune (a few epochs from --init-weights), quick (a smoke run)")
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder (default: runs/default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "OUT/epochs/ (about 1.3 MB each), e.g. to study weight averaging")
     p.add_argument("--batch-size", type=int, help="override the preset's batch size (of all processes together)")
     p.add_argument("--lr", type=float, help="override the preset's peak learning rate")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, help="random seed (default: the preset's; 1 for default, 0 for the others)")
     p.add_argument("--width", type=int, help="override the model's channel width")
     p.add_argument("--hidden", type=int, help="override the model's hidden units")
     p.add_argument("--limit-train", type=int, help="train on only the first N images (quick checks)")
