@@ -19,17 +19,15 @@ import numpy as np
 import torch
 
 from digitrecognizer import data
+from digitrecognizer.card import SHIPPED_DIR
 from digitrecognizer.models import create_model
 from digitrecognizer.train import (AugmentConfig, TrainConfig, apply_distortions, draw_distortions, normalize,
                                    read_weights, to_unit_tensor)
 
-SHIPPED = Path(__file__).resolve().parents[1] / "src" / "digitrecognizer" / "assets"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--model", type=Path, default=SHIPPED, help="model folder with model.pt (default: shipped)")
+    parser.add_argument("--model", type=Path, default=SHIPPED_DIR, help="model folder with model.pt (default: shipped)")
     parser.add_argument("--images", type=int, default=8000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/augment_errors.txt"))
     args = parser.parse_args()

@@ -72,7 +72,7 @@ def main() -> None:
         clean_errors = int(np.sum(clean_p.argmax(1) != val.labels))
         clean_acc = 1 - clean_errors / len(val)
         lines.append(f"{rec.version} ({model or 'shipped'}): clean validation accuracy "
-                     f"{1 - clean_errors / len(val):.2%} ({clean_errors} errors of {len(val):,}); drawn: "
+                     f"{clean_acc:.2%} ({clean_errors} errors of {len(val):,}); drawn: "
                      f"{len(drawn_labels):,} digits, non-digits: seed 1 x {len(non_digits[1][1])}, seed 99 x "
                      f"{len(non_digits[99][1])}")
         for acceptance in ACCEPTANCE_LEVELS:
