@@ -16,7 +16,7 @@ CANVAS_STYLES = ("white_on_black", "black_on_white", "colour_on_dark", "transpar
 NON_DIGIT_GLYPHS = "ACEFHKMNPRVWXYacefhkmnprvwx#%&@*+=?!<>~"
 
 
-def _encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+def encode_png(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
@@ -65,7 +65,7 @@ def render_digit(digit28: np.ndarray, rng: np.random.Generator, style: str, canv
     top = rng.integers(0, canvas_px - ink.shape[0] + 1)
     left = rng.integers(0, canvas_px - ink.shape[1] + 1)
     canvas[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
-    return _encode(compose(canvas, style, rng))
+    return encode_png(compose(canvas, style, rng))
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def render_number(digits28: list[np.ndarray], labels: list[int], rng: np.random.
         region = canvas[y : y + ink.shape[0], x : x + ink.shape[1]]
         np.maximum(region, ink[: region.shape[0], : region.shape[1]], out=region)
         x += ink.shape[1] + gap
-    return RenderedNumber(_encode(compose(canvas, style, rng)), "".join(str(int(v)) for v in labels))
+    return RenderedNumber(encode_png(compose(canvas, style, rng)), "".join(str(int(v)) for v in labels))
 
 
 def render_non_digit(rng: np.random.Generator, canvas_px: int = 280, style: str = "black_on_white") -> bytes:
@@ -134,7 +134,7 @@ def render_non_digit(rng: np.random.Generator, canvas_px: int = 280, style: str 
             draw.line([(c + r * s / (5 * np.pi) * np.cos(s), c + r * s / (5 * np.pi) * np.sin(s)) for s in t],
                       fill=255, width=width)
     ink = np.asarray(image, np.float32) / 255
-    return _encode(compose(ink, style, rng))
+    return encode_png(compose(ink, style, rng))
 
 
 def render_scribble_ink(rng: np.random.Generator, canvas_px: int = 112) -> np.ndarray:

@@ -1,0 +1,95 @@
+"""Benchmark: handwriting by writers MNIST never saw, drawn as canvases and read through `Recognizer.predict`.
+
+    python benchmarks/writers.py [--model DIR | --int8] [--only optdigits,pendigits,usps,sklearn] [--numbers 1000]
+                                 [--name NAME]
+
+Each digit of each collection is put on a 280x280 canvas in one of the four canvas styles in turn, at a random
+size (its longer side 35-85% of the canvas) and place; pen trajectories (pendigits) are drawn as the polyline
+through their 8 points with a pen 5-25% of the digit's size. Bitmaps (optdigits 32x32 scans, USPS 16x16 grey,
+scikit-learn's 8x8 digits) are enlarged smoothly, as a scan at a higher resolution looks. Seeds are fixed: every
+model is scored on the same images. Numbers of 2-6 of scikit-learn's digits are drawn side by side and read
+with `read_number`; only an exact reading counts.
+
+A refusal ("not a digit") counts as an error. scikit-learn's digits are 13 writers that no shared file holds:
+read them for a final report, never to choose a model. Results: benchmarks/results/writers_NAME.{json,txt}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from digitrecognizer import Recognizer, synth, writers
+
+RESULTS = Path(__file__).parent / "results"
+SEEDS = {"optdigits": 11, "pendigits": 12, "usps": 13, "sklearn": 14}
+NUMBERS_SEED = 15
+
+
+def canvases(collection: writers.Collection, seed: int) -> list[bytes]:
+    """Every digit of the collection as PNG bytes, the canvas styles taken in turn."""
+    rng = np.random.default_rng(seed)
+    styles = synth.CANVAS_STYLES
+    return [synth.encode_png(synth.compose(writers.render_ink(collection, i, rng), styles[i % len(styles)], rng))
+            for i in range(len(collection))]
+
+
+def score_digits(rec: Recognizer, collection: writers.Collection, seed: int) -> dict:
+    predictions = rec.predict_many(canvases(collection, seed))
+    read = np.array([-1 if p.digit is None else p.digit for p in predictions])
+    labels = collection.labels
+    per_digit = [float(np.mean(read[labels == d] == d)) for d in range(10)]
+    return {"digits": len(labels), "accuracy": float(np.mean(read == labels)),
+            "errors": int(np.sum(read != labels)), "refused": float(np.mean(read == -1)),
+            "accuracy_per_digit": [round(a, 4) for a in per_digit]}
+
+
+def score_numbers(rec: Recognizer, digits: writers.Collection, count: int) -> dict:
+    mnist_like = writers.sklearn_as_mnist(digits.bitmaps)
+    numbers = synth.number_set(mnist_like, digits.labels, count, seed=NUMBERS_SEED)
+    right = sum(rec.read_number(n.png).text == n.text for n in numbers)
+    return {"numbers": count, "exact": right / max(count, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
+    parser.add_argument("--int8", action="store_true", help="the shipped int8 graph")
+    parser.add_argument("--only", default="optdigits,pendigits,usps,sklearn",
+                        help="comma-separated collections to score")
+    parser.add_argument("--numbers", type=int, default=1000, help="numbers of scikit-learn digits (0: none)")
+    parser.add_argument("--writers-dir", type=Path)
+    parser.add_argument("--name", help="results file name (default: the model's version)")
+    args = parser.parse_args()
+
+    rec = Recognizer(args.model, precision="int8" if args.int8 else None)
+    names = [n for n in args.only.split(",") if n]
+    result = {"model": rec.version, "collections": {}}
+    started = time.perf_counter()
+    for name in names:
+        collection = (writers.load_sklearn_digits() if name == "sklearn"
+                      else writers.load_collection(name, args.writers_dir))
+        result["collections"][name] = score_digits(rec, collection, SEEDS[name])
+        if name == "sklearn" and args.numbers:
+            result["sklearn_numbers"] = score_numbers(rec, collection, args.numbers)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+
+    lines = [f"model {rec.version}"]
+    for name, r in result["collections"].items():
+        lines.append(f"{name:10s} {r['accuracy']:.2%} of {r['digits']:,} ({r['errors']} errors, "
+                     f"{r['refused']:.2%} refused)")
+    if "sklearn_numbers" in result:
+        lines.append(f"numbers    {result['sklearn_numbers']['exact']:.1%} of {args.numbers} read exactly")
+    print("\n".join(lines))
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"writers_{args.name or rec.version}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
