@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from digitrecognizer import Recognizer, data, notdigit, preprocess, synth
-from digitrecognizer.recognizer import softmax
+from digitrecognizer.recognizer import Scores, softmax
 from digitrecognizer.train import TrainConfig
 
 ACCEPTANCE_LEVELS = (0.997, 0.998, 0.9985, 0.999, 0.9995)
@@ -61,12 +61,12 @@ def main() -> None:
     for model in args.model or [None]:
         rec = Recognizer(model)
 
-        def scores(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            logits, novelty = rec.scores_mnist(images)
-            return softmax(logits, rec.temperature), novelty
+        def scores(images: np.ndarray) -> tuple[np.ndarray, Scores]:
+            s = rec.scores_mnist(images)
+            return softmax(s.logits, rec.temperature), s
 
         fit_p, fit_n = scores(fit_inputs)
-        clean_p, clean_n = fit_p[: len(val)], fit_n[: len(val)]
+        clean_p, clean_n = fit_p[: len(val)], Scores(*(a[: len(val)] for a in fit_n))
         drawn_p, drawn_n = scores(drawn)
         nd_scores = {seed: scores(inputs) for seed, (inputs, _) in non_digits.items()}
         clean_errors = int(np.sum(clean_p.argmax(1) != val.labels))
@@ -76,11 +76,11 @@ def main() -> None:
                      f"{len(drawn_labels):,} digits, non-digits: seed 1 x {len(non_digits[1][1])}, seed 99 x "
                      f"{len(non_digits[99][1])}")
         for acceptance in ACCEPTANCE_LEVELS:
-            thresholds = notdigit.fit_thresholds(fit_p.max(1), fit_n, acceptance)
+            thresholds = notdigit.fit_thresholds(fit_p.max(1), fit_n.novelty, fit_n.not_digit, acceptance)
             min_conf, max_nov = thresholds["min_confidence"], thresholds["max_novelty"]
 
-            def accepted(p: np.ndarray, n: np.ndarray) -> np.ndarray:
-                return notdigit.accepted(p.max(1), n, thresholds)
+            def accepted(p: np.ndarray, s: Scores) -> np.ndarray:
+                return notdigit.accepted(s, rec.temperature, thresholds)
 
             drawn_ok = accepted(drawn_p, drawn_n) & ~drawn_blank
             misread = int(np.sum(drawn_ok & (drawn_p.argmax(1) != drawn_labels)))
@@ -89,7 +89,7 @@ def main() -> None:
             drops = [100 * (clean_acc - right[drawn_style == k].mean()) for k in range(len(synth.CANVAS_STYLES))]
             refused_nd = {seed: float(np.mean(~(accepted(*nd_scores[seed]) & ~blank)))
                           for seed, (_, blank) in non_digits.items()}
-            row = {"model": rec.version, "acceptance": acceptance, "min_confidence": min_conf, "max_novelty": max_nov,
+            row = {"model": rec.version, "acceptance": acceptance, **thresholds,
                    "clean_errors": clean_errors, "clean_accepted": float(accepted(clean_p, clean_n).mean()),
                    "drawn_misread": misread, "drawn_refused": refused,
                    "style_drop_points": dict(zip(synth.CANVAS_STYLES, drops)),

@@ -47,10 +47,10 @@ def main() -> None:
         test = data.load_split(args.data_dir, "test")
     else:  # the split the model's training run held out, as its card records it
         test = TrainConfig.from_dict(rec.card.training["config"]).split(data.load_split(args.data_dir, "train"))[1]
-    logits, novelty = rec.scores_mnist(test.images)  # one pass over the split gives both
-    probs = softmax(logits, rec.temperature)
+    scores = rec.scores_mnist(test.images)  # one pass over the split gives the answers and the refusals
+    probs = softmax(scores.logits, rec.temperature)
     clean_acc = float((probs.argmax(1) == test.labels).mean())
-    accepted = float(((probs.max(1) >= rec.min_confidence) & (novelty <= rec.max_novelty)).mean())
+    accepted = float(rec.accepts(probs.max(1), scores.novelty, scores.not_digit).mean())
     result = {"model": rec.version, "split": args.split, "clean_accuracy": clean_acc, "ece": expected_calibration_error(probs, test.labels),
               "clean_digits_accepted": accepted, "styles": {}}
     print(f"model {rec.version}, {args.split} split: clean accuracy {clean_acc:.2%}, ECE {result['ece']:.2%}, "
@@ -74,7 +74,7 @@ def main() -> None:
           f"right digit count {result['numbers_right_length']:.2%}")
     result["non_digits_refused"] = refusal_rate(rec, args.non_digits, seed=99)
     print(f"  non-digits refused {result['non_digits_refused']:.1%} (thresholds: confidence >= {rec.min_confidence:.3f}, "
-          f"novelty <= {rec.max_novelty:.3f})")
+          f"novelty <= {rec.max_novelty:.3f}, not-a-digit output <= {rec.max_not_digit:.4f})")
     args.out.mkdir(parents=True, exist_ok=True)
     name = "robustness.json" if args.split == "test" else "robustness_validation.json"
     (args.out / name).write_text(json.dumps(result, indent=2))

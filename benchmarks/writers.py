@@ -30,16 +30,8 @@ SEEDS = {"optdigits": 11, "pendigits": 12, "usps": 13, "sklearn": 14}
 NUMBERS_SEED = 15
 
 
-def canvases(collection: writers.Collection, seed: int) -> list[bytes]:
-    """Every digit of the collection as PNG bytes, the canvas styles taken in turn."""
-    rng = np.random.default_rng(seed)
-    styles = synth.CANVAS_STYLES
-    return [synth.encode_png(synth.compose(writers.render_ink(collection, i, rng), styles[i % len(styles)], rng))
-            for i in range(len(collection))]
-
-
 def score_digits(rec: Recognizer, collection: writers.Collection, seed: int) -> dict:
-    predictions = rec.predict_many(canvases(collection, seed))
+    predictions = rec.predict_many(writers.canvas_pngs(collection, seed))
     read = np.array([-1 if p.digit is None else p.digit for p in predictions])
     labels = collection.labels
     per_digit = [float(np.mean(read[labels == d] == d)) for d in range(10)]

@@ -50,6 +50,48 @@ def test_blank_canvas_is_not_a_guess(recognizer):
     assert p.blank and p.digit is None and not p.is_digit
 
 
+def _canvas_with(draw_on) -> bytes:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (280, 280), 255)
+    draw_on(ImageDraw.Draw(image))
+    return synth.encode_png(image)
+
+
+@pytest.mark.parametrize("x, y, pen", [(140, 140, 12), (40, 60, 8), (230, 200, 24), (140, 140, 40)])
+def test_a_single_tap_is_not_a_digit(recognizer, x, y, pen):
+    png = _canvas_with(lambda d: d.ellipse([x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2], fill=0))
+    p = recognizer.predict(png)
+    assert not p.is_digit and p.digit is None
+
+
+@pytest.mark.parametrize("dx, dy", [(10, 4), (0, 14), (16, -10)])
+def test_a_short_speck_is_not_a_digit(recognizer, dx, dy):
+    png = _canvas_with(lambda d: d.line([(120, 150), (120 + dx, 150 + dy)], fill=0, width=12))
+    p = recognizer.predict(png)
+    assert not p.is_digit and p.digit is None
+
+
+@pytest.mark.parametrize("letter", ["A", "H", "K", "W", "x"])
+def test_drawn_letters_are_not_digits(recognizer, letter):
+    from PIL import ImageFont
+
+    font = ImageFont.load_default(size=180)
+    png = _canvas_with(lambda d: d.text((140, 140), letter, fill=0, font=font, anchor="mm", stroke_width=6,
+                                        stroke_fill=0))
+    assert not recognizer.predict(png).is_digit
+
+
+def test_the_refusal_score_comes_from_the_model_graph(recognizer, mnist_test):
+    """The graph has a "not a digit" output, so every consumer of the ONNX file refuses the same way."""
+    names = [o.name for o in recognizer.session.get_outputs()]
+    assert names == ["logits", "novelty", "not_digit"]
+    scores = recognizer.scores_mnist(mnist_test.images[:500])
+    assert np.median(scores.not_digit) < 0.01 and recognizer.max_not_digit < 1.0
+    assert np.mean(recognizer.accepts(recognizer.predict_mnist(mnist_test.images[:500]).max(1), scores.novelty,
+                                      scores.not_digit)) >= 0.99
+
+
 def test_scribbles_and_letters_are_often_refused(recognizer):
     predictions = recognizer.predict_many(synth.non_digit_set(80, seed=5))
     refused = np.mean([not p.is_digit for p in predictions])

@@ -39,14 +39,18 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "limit_train": args.limit_train, "threads": args.threads, "outliers": args.outliers,
                  "extra_data": str(args.extra_data) if args.extra_data else None,
                  "init_weights": str(args.init_weights) if args.init_weights else None,
-                 "keep_epochs": args.keep_epochs or None}
+                 "keep_epochs": args.keep_epochs or None,
+                 "exclude": args.exclude.split(",") if args.exclude else None}
     if args.outliers is not None and not 0 <= args.outliers <= 4:
         raise CliError(f"--outliers {args.outliers}: give a share of each batch between 0 and 4 (e.g. 0.25)")
     if args.extra_data and not args.extra_data.is_file():
         raise CliError(f"{args.extra_data}: no such file (write one with `digitrecognizer feedback export`)")
     if args.width or args.hidden:
         overrides["model_args"] = {k: v for k, v in (("width", args.width), ("hidden", args.hidden)) if v}
-    config = train.preset_config(args.preset, **overrides)
+    try:
+        config = train.preset_config(args.preset, **overrides)
+    except ValueError as err:  # an unknown preset or collection: the message lists the choices
+        raise CliError(str(err)) from err
     if not 1 <= config.last_epoch <= config.epochs:
         raise CliError(f"--stop-after {config.stop_after}: give an epoch from 1 to the schedule's {config.epochs}")
     if args.init_weights and not args.resume:
@@ -210,9 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "after every epoch; Ctrl-C saves and stops; --resume continues exactly. Runs "
                                    "unchanged on several processes: torchrun --standalone --nproc_per_node=N -m "
                                    "digitrecognizer.cli train ... (--batch-size is the batch of all processes together)")
-    p.add_argument("--preset", default="default", help="named recipe: default (the shipped model), strong-elastic (the "
-                   "model shipped before: twice the elastic wobble), wide (an earlier one: same padding), seed (the original Keras architecture), compact (a 4x cheaper network "
-                   "for batch throughput), finetune (a few epochs from --init-weights), quick (a smoke run)")
+    p.add_argument("--preset", default="default", help="named recipe: default (the shipped model: MNIST, other "
+                   "writers' collections, synthetic styles and non-digits), mnist (the same network on MNIST alone), "
+                   "strong-elastic and wide (MNIST-only variants), seed (the original Keras architecture), compact (a "
+                   "4x cheaper network for batch throughput), finetune (a few epochs from --init-weights), quick (a "
+                   "smoke run)")
+    p.add_argument("--exclude", metavar="NAMES", help="leave these collections of other writers out of training "
+                   "(comma-separated: optdigits, pendigits, usps), to measure the recipe on writers it never saw")
     p.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder (default: runs/default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--epochs", type=int, help="override the length of the preset's learning-rate schedule, in epochs "

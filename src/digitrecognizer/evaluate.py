@@ -240,7 +240,8 @@ def _report_markdown(card, m: dict, has_history: bool, extra_sections: list[str]
     if card.not_digit:
         nd = card.not_digit
         novelty = f" or novelty > {nd['max_novelty']}" if "max_novelty" in nd else ""
-        lines += ["", f"Not a digit when the top probability < {nd['min_confidence']}{novelty} "
+        output = f" or the not-a-digit output > {nd['max_not_digit']}" if "max_not_digit" in nd else ""
+        lines += ["", f"Not a digit when the top probability < {nd['min_confidence']}{novelty}{output} "
                       f"(accepts {nd['validation_digits_accepted']:.2%} of validation digits, refuses "
                       f"{nd['rendered_non_digits_refused']:.1%} of {nd['rendered_non_digits']} rendered non-digits)."]
     lines += ["", "## Per class", "", "| digit | precision | recall | F1 | support |", "|---|---|---|---|---|"]
@@ -270,4 +271,33 @@ def evaluate(model: str | Path | None, out_dir: Path, data_dir: Path | None) -> 
         train_labels = data.load_split(data_dir, "train", verify=False).labels
     except data.DataError:
         train_labels = None
-    return write_report(out_dir, recognizer.card, test.images, test.labels, probs, train_labels)
+    extra = styles_section(recognizer, Path(out_dir)) if recognizer.card.training.get("config", {}).get(
+        "corpus", {}).get("styles") else []
+    return write_report(out_dir, recognizer.card, test.images, test.labels, probs, train_labels, extra)
+
+
+STYLE_SEED = 909  # not the training corpus's seed: these drawings were never trained on
+STYLE_DIGITS = 200
+
+
+def styles_section(recognizer, out_dir: Path) -> list[str]:
+    """The synthetic writing styles: a preview grid, and how many of STYLE_DIGITS new drawings of each the model
+    reads right (a refusal counts as an error)."""
+    from . import preprocess, styles
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(STYLE_SEED)
+    lines = ["## Synthetic writing styles", "",
+             f"Drawn by the stroke generator with seeds never trained on, {STYLE_DIGITS} of each, read as the "
+             "app reads a drawing.", "", "![synthetic styles](styles.png)", "", "| style | read right |", "|---|---|"]
+    preview, captions = [], []
+    for name, (digit, _) in styles.STYLES.items():
+        inputs = [x for x in (preprocess.to_mnist(styles.render_style(name, rng)) for _ in range(STYLE_DIGITS))
+                  if x is not None]
+        predictions = recognizer.predict_inputs(inputs)
+        right = np.mean([p.digit == digit for p in predictions])
+        lines.append(f"| {name} | {right:.1%} |")
+        preview += inputs[:5]
+        captions += [name[:14]] * 5
+    plot_digit_grid(np.stack(preview), captions, "Synthetic writing styles", out_dir / "styles.png", columns=10)
+    return lines + [""]

@@ -29,7 +29,8 @@ INT8_MAX_ACCURACY_LOSS = 0.0005
 
 class ServingGraph(nn.Module):
     """What the ONNX file computes: normalisation inside the graph (callers only scale pixels to [0, 1]),
-    the logits, and a novelty score for the not-a-digit decision.
+    the ten digits' logits, and two scores for the not-a-digit decision: the probability of the network's
+    "not a digit" output (0 for a ten-output network), and a novelty score.
 
     Novelty is the Mahalanobis distance of the convolutional features (the classifier's flattened input) to the
     nearest digit class (class means and a shared covariance fitted on the training split; Lee et al., 2018),
@@ -46,13 +47,18 @@ class ServingGraph(nn.Module):
         self.register_buffer("precision", precision.half())  # (D, D)
         self.register_buffer("means_term", ((class_means @ self.precision.float()) * class_means).sum(1))  # (10,)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         features = embed(self.net, (images - MNIST_MEAN) / MNIST_STD)
-        logits = self.net.classifier(features)  # its Flatten is a no-op on features that are already flat
+        outputs = self.net.classifier(features)  # its Flatten is a no-op on features that are already flat
+        logits = outputs[:, :10]
         projected = features @ self.precision.float()
         distance = (projected * features).sum(1, keepdim=True) - 2 * projected @ self.means.T + self.means_term
         novelty = distance.min(1).values / features.shape[1]
-        return logits, novelty
+        if outputs.shape[1] > 10:  # the "not a digit" output's probability, against the ten digits together
+            not_digit = torch.softmax(outputs, 1)[:, 10]
+        else:
+            not_digit = torch.zeros_like(novelty)
+        return logits, novelty, not_digit
 
 
 @torch.no_grad()
@@ -128,7 +134,7 @@ def code_version() -> str:
 def export_onnx(graph: ServingGraph, path: Path) -> None:
     example = torch.zeros(2, 1, 28, 28)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.onnx.export(graph.eval(), (example,), input_names=["images"], output_names=["logits", "novelty"],
+    program = torch.onnx.export(graph.eval(), (example,), input_names=["images"], output_names=["logits", "novelty", "not_digit"],
                                 dynamic_shapes={"images": {0: batch}}, dynamo=True, verbose=False)
     program.optimize()
     program.save(str(path))
@@ -210,7 +216,7 @@ def parity(model: nn.Module, onnx_path: Path, images: np.ndarray, temperature: f
     """Max absolute difference of the probabilities at `temperature`, ONNX Runtime vs PyTorch."""
     from .recognizer import softmax
 
-    torch_logits = predict_logits(model, images).numpy()
+    torch_logits = predict_logits(model, images).numpy()[:, :10]
     return float(np.abs(softmax(onnx_logits(onnx_path, images), temperature) - softmax(torch_logits, temperature)).max())
 
 
@@ -292,9 +298,9 @@ def export(run_dir: Path, out_dir: Path, data_dir: Path | None, checkpoint: str 
         # Threshold and final metrics are measured on the exported graph, exactly as users will run it.
         recognizer = Recognizer(tmp)
         card.not_digit = choose_not_digit_threshold(recognizer, val)
-        logits, novelty = recognizer.scores_mnist(test.images)
-        probs = softmax(logits, temperature)
-        accepted = (probs.max(1) >= recognizer.min_confidence) & (novelty <= recognizer.max_novelty)
+        scores = recognizer.scores_mnist(test.images)
+        probs = softmax(scores.logits, temperature)
+        accepted = recognizer.accepts(probs.max(1), scores.novelty, scores.not_digit)
         card.metrics = {"test": compute_metrics(probs, test.labels, summary_only=True),
                         "test_digits_accepted": float(accepted.mean()),
                         "onnx_torch_max_prob_diff": max_diff}

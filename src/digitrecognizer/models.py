@@ -23,6 +23,8 @@ class OursConfig:
     # 'same' keeps 28x28 through the first pair of 3x3 convolutions; 'valid' lets them shrink the map
     # (28 -> 26 -> 24, then 12 -> 10 -> 8), as in Deotte's Kaggle MNIST CNN: about half the work per image.
     padding: str = "same"
+    # 11: the ten digits and "not a digit", an output trained on non-digits (letters, shapes, scribbles).
+    classes: int = 10
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, pad: bool = True) -> nn.Sequential:
@@ -56,7 +58,7 @@ class OursNet(nn.Module):
             nn.BatchNorm1d(config.hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(config.dropout),
-            nn.Linear(config.hidden, 10),
+            nn.Linear(config.hidden, config.classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

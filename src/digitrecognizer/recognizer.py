@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -23,12 +24,14 @@ class Prediction:
     box: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) in the input's pixels
     blank: bool = False  # no ink at all (the page shows an empty state, not "not a digit")
     novelty: float = 0.0  # distance from every digit class seen in training (higher: less digit-like)
+    not_digit: float = 0.0  # the model's probability that the input is not a digit at all
 
     def to_dict(self) -> dict:
         return {
             "digit": self.digit, "probabilities": [round(float(p), 6) for p in self.probabilities],
             "confidence": round(self.confidence, 6), "is_digit": self.is_digit, "blank": self.blank,
-            "novelty": round(self.novelty, 4), "box": list(self.box) if self.box else None,
+            "novelty": round(self.novelty, 4), "not_digit": round(self.not_digit, 6),
+            "box": list(self.box) if self.box else None,
         }
 
 
@@ -61,8 +64,17 @@ class NumberScoring:
     novelty_limit_factor: float = 1.5
 
     def score(self, p: "Prediction") -> float:
-        return (float(np.log(max(p.confidence, 1e-6))) - self.novelty_weight * p.novelty
-                + self.digit_prior_log + (0.0 if p.is_digit else self.not_digit_log))
+        # The model's own "not a digit" output also says when a candidate is two digits merged or half of one.
+        return (float(np.log(max(p.confidence, 1e-6))) + float(np.log(max(1.0 - p.not_digit, 1e-6)))
+                - self.novelty_weight * p.novelty + self.digit_prior_log + (0.0 if p.is_digit else self.not_digit_log))
+
+
+class Scores(NamedTuple):
+    """What the model graph computes for a batch of 28x28 inputs."""
+
+    logits: np.ndarray  # (N, 10) the digits' raw logits
+    novelty: np.ndarray  # (N,) distance of the features from every digit class seen in training
+    not_digit: np.ndarray  # (N,) probability of the "not a digit" output (0 when the network has none)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -115,6 +127,7 @@ class Recognizer:
         self.temperature = float(self.card.temperature)
         self.min_confidence = float(self.card.not_digit.get("min_confidence", 0.0))
         self.max_novelty = float(self.card.not_digit.get("max_novelty", np.inf))
+        self.max_not_digit = float(self.card.not_digit.get("max_not_digit", 1.0))
         self.limits = limits or preprocess.Limits()
         self.number_scoring = number_scoring or NumberScoring()
 
@@ -124,8 +137,8 @@ class Recognizer:
 
     # -- MNIST-format input ---------------------------------------------------------------------
 
-    def scores_mnist(self, images: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Raw logits (N, 10) and novelty (N,) for (N, 28, 28) uint8 MNIST-format images."""
+    def scores_mnist(self, images: np.ndarray, batch_size: int | None = None) -> Scores:
+        """The graph's raw outputs for (N, 28, 28) uint8 MNIST-format images."""
         batch_size = batch_size or self.batch_size
         images = np.asarray(images)
         if images.ndim == 2:
@@ -133,37 +146,45 @@ class Recognizer:
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ValueError(f"predict_mnist takes (N, 28, 28) uint8 images, got shape {images.shape}")
         if len(images) == 0:
-            return np.empty((0, 10), np.float32), np.empty(0, np.float32)
+            return Scores(np.empty((0, 10), np.float32), np.empty(0, np.float32), np.empty(0, np.float32))
         x = images.astype(np.float32)[:, None] / 255.0
         step = min(batch_size, -(-len(x) // self.threads))  # every thread gets a share of a small input too
         chunks = [x[i : i + step] for i in range(0, len(x), step)]
         runs = self._pool.map(self._run, chunks) if self._pool and len(chunks) > 1 else map(self._run, chunks)
-        logits, novelty = zip(*runs)
-        return np.concatenate(logits), np.concatenate(novelty)
+        return Scores(*(np.concatenate(parts) for parts in zip(*runs)))
 
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         outputs = self.session.run(None, {self.input_name: x})
-        return outputs[0], (outputs[1] if len(outputs) > 1 else np.zeros(len(outputs[0]), np.float32))
+        # Graphs exported before the "not a digit" output have two outputs, or only logits.
+        zeros = np.zeros(len(outputs[0]), np.float32)
+        return outputs[0], (outputs[1] if len(outputs) > 1 else zeros), (outputs[2] if len(outputs) > 2 else zeros)
+
+    def accepts(self, confidence: np.ndarray, novelty: np.ndarray, not_digit: np.ndarray,
+                max_novelty: float | None = None) -> np.ndarray:
+        """Which inputs count as digits: confident, near the digits seen in training, and not called a non-digit."""
+        limit = self.max_novelty if max_novelty is None else max_novelty
+        return (confidence >= self.min_confidence) & (novelty <= limit) & (not_digit <= self.max_not_digit)
 
     def predict_mnist(self, images: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, 10) float32 for MNIST-format images (white on black, uint8)."""
-        return softmax(self.scores_mnist(images)[0], self.temperature)
+        return softmax(self.scores_mnist(images).logits, self.temperature)
 
-    def _predict_inputs(self, inputs28: list[np.ndarray], boxes: list | None = None,
-                        max_novelty: float | None = None) -> list[Prediction]:
-        logits, novelty = self.scores_mnist(np.stack(inputs28))
-        probs = softmax(logits, self.temperature)
+    def predict_inputs(self, inputs28: list[np.ndarray], boxes: list | None = None,
+                       max_novelty: float | None = None) -> list[Prediction]:
+        """Predictions for inputs already preprocessed to 28x28 (uint8, white on black), in one model call."""
+        scores = self.scores_mnist(np.stack(inputs28))
+        probs = softmax(scores.logits, self.temperature)
+        digit = self.accepts(probs.max(1), scores.novelty, scores.not_digit, max_novelty)
         boxes = boxes or [None] * len(inputs28)
-        limit = self.max_novelty if max_novelty is None else max_novelty
-        return [self._decide(p, float(n), x, b, limit) for p, n, x, b in zip(probs, novelty, inputs28, boxes)]
+        return [self._decide(*row) for row in zip(probs, digit, scores.novelty, scores.not_digit, inputs28, boxes)]
 
     # -- any image ------------------------------------------------------------------------------
 
-    def _decide(self, probs: np.ndarray, novelty: float, input28: np.ndarray, box, max_novelty: float) -> Prediction:
+    def _decide(self, probs: np.ndarray, is_digit: bool, novelty: float, not_digit: float, input28: np.ndarray,
+                box) -> Prediction:
         top = int(np.argmax(probs))
-        confidence = float(probs[top])
-        is_digit = confidence >= self.min_confidence and novelty <= max_novelty
-        return Prediction(top if is_digit else None, probs, confidence, is_digit, input28, box, novelty=novelty)
+        return Prediction(top if is_digit else None, probs, float(probs[top]), bool(is_digit), input28, box,
+                          novelty=float(novelty), not_digit=float(not_digit))
 
     def _blank(self, box=None) -> Prediction:
         return Prediction(None, np.full(10, 0.1, np.float32), 0.0, False, np.zeros((28, 28), np.uint8), box, blank=True)
@@ -176,7 +197,7 @@ class Recognizer:
         """Batched `predict`: one model call for all the non-blank inputs."""
         inputs = [preprocess.to_mnist(preprocess.load_gray(im, self.limits)) for im in images]
         present = [x for x in inputs if x is not None]
-        predictions = iter(self._predict_inputs(present) if present else [])
+        predictions = iter(self.predict_inputs(present) if present else [])
         return [self._blank() if x is None else next(predictions) for x in inputs]
 
     def read_number(self, image) -> NumberReading:
@@ -196,7 +217,7 @@ class Recognizer:
             return 0, [], []
         pieces = [piece for c in candidates for piece in c.pieces]
         max_novelty = self.max_novelty * self.number_scoring.novelty_limit_factor
-        predictions = iter(self._predict_inputs([p.input28 for p in pieces], [p.box for p in pieces], max_novelty))
+        predictions = iter(self.predict_inputs([p.input28 for p in pieces], [p.box for p in pieces], max_novelty))
         return atom_count, candidates, [[next(predictions) for _ in c.pieces] for c in candidates]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .card import sha256_file
-from .data import DataError
+from .data import DataError, resolve_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,12 @@ class Collection:
         return Collection(self.name, self.labels[index], pick(self.bitmaps), pick(self.trajectories))
 
 
-def default_writers_dir() -> Path:
+def default_writers_dir(mnist_dir: str | os.PathLike | None = None) -> Path:
     """$DIGITRECOGNIZER_WRITERS, else `writers` beside the MNIST folder (the shared data layout)."""
     env = os.environ.get(ENV_WRITERS_DIR)
     if env:
         return Path(env).expanduser()
-    from .data import default_data_dir
-
-    return default_data_dir().parent / "writers"
+    return resolve_data_dir(mnist_dir).parent / "writers"
 
 
 def _text_lines(path: Path) -> list[str]:
@@ -259,3 +257,15 @@ def sklearn_as_mnist(bitmaps: np.ndarray) -> np.ndarray:
     for k, bitmap in enumerate(bitmaps):
         out[k, 4:24, 4:24] = np.uint8(np.round(255 * bitmap_ink(bitmap, 20)[:20, :20]))
     return out
+
+
+def canvas_pngs(collection: Collection, seed: int, rendering: CanvasRendering = CanvasRendering()) -> list[bytes]:
+    """Every digit of the collection drawn on a canvas as PNG bytes, the canvas styles taken in turn (what a
+    benchmark sends through `Recognizer.predict`)."""
+    from . import synth
+
+    rng = np.random.default_rng(seed)
+    styles = synth.CANVAS_STYLES
+    return [synth.encode_png(synth.compose(render_ink(collection, i, rng, rendering), styles[i % len(styles)], rng))
+            for i in range(len(collection))]
+

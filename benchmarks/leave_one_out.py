@@ -1,0 +1,52 @@
+"""Benchmark: the training recipe on writers it never saw. For each shared collection, train the default recipe
+without it (`train --exclude NAME`), export, and score the left-out collection as benchmarks/writers.py draws it.
+
+    python benchmarks/leave_one_out.py [--epochs 8 --stop-after 6] [--only optdigits,pendigits,usps] [--runs runs]
+
+The runs use a shorter schedule than the shipped model (8-epoch one-cycle schedule stopped after 6 epochs: about
+10 minutes each on two cores), so their figures understate what the full recipe reaches. Results:
+benchmarks/results/writers_leave-out-NAME.{json,txt} and benchmarks/results/leave_one_out.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+COLLECTIONS = ("optdigits", "pendigits", "usps")
+
+
+def run(*command: str) -> None:
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--stop-after", type=int, default=6)
+    parser.add_argument("--only", default=",".join(COLLECTIONS))
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--data-dir", type=Path)
+    args = parser.parse_args()
+    data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    summary = {"epochs": args.epochs, "stop_after": args.stop_after, "collections": {}}
+    for name in args.only.split(","):
+        out = args.runs / f"leave-out-{name}"
+        if not (out / "export" / "card.json").is_file():
+            run("digitrecognizer", "train", "--preset", "default", "--exclude", name, "--epochs", str(args.epochs),
+                "--stop-after", str(args.stop_after), "--out", str(out), "--no-progress", *data)
+            run("digitrecognizer", "export", "--run", str(out), "--out", str(out / "export"), *data)
+        run(sys.executable, str(HERE / "writers.py"), "--model", str(out / "export"), "--only", name,
+            "--numbers", "0", "--name", f"leave-out-{name}")
+        result = json.loads((HERE / "results" / f"writers_leave-out-{name}.json").read_text())
+        summary["collections"][name] = result["collections"][name]
+    (HERE / "results" / "leave_one_out.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Training inputs beyond MNIST: other writers' collections, synthetic writing styles and non-digits, each drawn
+on a canvas and put through the recognizer's own preprocessing, so training sees what serving sees (numpy)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import negatives, preprocess, styles, writers
+from .data import MnistSplit
+
+log = logging.getLogger(__name__)
+
+NOT_A_DIGIT = 10  # the label of the eleventh output
+CORPUS_VERSION = 1  # bump when a generator changes: cached inputs of another version are not reused
+
+
+@dataclass
+class CorpusConfig:
+    """What is added to MNIST's training digits. Counts are inputs rendered once; the training augmentation then
+    distorts them differently in every epoch."""
+
+    collections: list[str] = field(default_factory=lambda: list(writers.COLLECTIONS))
+    renderings: int = 2  # canvas renderings of each collection digit (size, place, pen differ)
+    smooth_share: float = 0.5  # pen trajectories drawn as a smooth curve instead of a polyline, this often
+    styles: int = 12_000  # synthetic-style digits, spread evenly over the styles
+    negatives: int = 16_000  # non-digits, spread evenly over the training families
+    seed: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.collections or self.styles or self.negatives)
+
+
+def _until(n: int, make) -> np.ndarray:
+    """n preprocessed inputs from `make()` ink maps, skipping the rare one preprocessing finds blank."""
+    out = []
+    while len(out) < n:
+        x = preprocess.to_mnist(make())
+        if x is not None:
+            out.append(x)
+    return np.stack(out) if out else np.zeros((0, 28, 28), np.uint8)
+
+
+def collection_inputs(name: str, config: CorpusConfig, writers_dir: str | None) -> MnistSplit:
+    collection = writers.load_collection(name, writers_dir)
+    rng = np.random.default_rng([config.seed, writers.COLLECTIONS.index(name)])
+    rendering = writers.CanvasRendering(canvas_px=160, smooth=config.smooth_share)
+    images, labels = [], []
+    for _ in range(config.renderings):
+        for i in range(len(collection)):
+            x = preprocess.to_mnist(writers.render_ink(collection, i, rng, rendering))
+            if x is not None:
+                images.append(x)
+                labels.append(collection.labels[i])
+    return MnistSplit(np.stack(images), np.asarray(labels, np.int64))
+
+
+def style_inputs(config: CorpusConfig) -> MnistSplit:
+    rng = np.random.default_rng([config.seed, 100])
+    names = list(styles.STYLES)
+    per_style = config.styles // len(names)
+    images = [_until(per_style, lambda: styles.render_style(name, rng)) for name in names]
+    labels = [np.full(per_style, styles.STYLES[name][0], np.int64) for name in names]
+    return MnistSplit(np.concatenate(images), np.concatenate(labels))
+
+
+def negative_inputs(config: CorpusConfig, mnist_images: np.ndarray) -> MnistSplit:
+    rng = np.random.default_rng([config.seed, 200])
+    families = list(negatives.TRAINING_FAMILIES.values())
+    per_family = config.negatives // len(families)
+    images = np.concatenate([_until(per_family, lambda: family(rng, mnist_images)) for family in families])
+    return MnistSplit(images, np.full(len(images), NOT_A_DIGIT, np.int64))
+
+
+def _cache_path(config: CorpusConfig, part: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "digitrecognizer" / "corpus"
+    settings = asdict(config)
+    del settings["collections"]  # each collection is a part of its own: runs that leave one out share the rest
+    key = json.dumps({"version": CORPUS_VERSION, "part": part, **settings}, sort_keys=True)
+    return cache / f"{part}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def _cached(config: CorpusConfig, part: str, build) -> MnistSplit:
+    """Rendering takes a few minutes; a run that resumes or repeats the recipe reads the same inputs back."""
+    path = _cache_path(config, part)
+    if path.is_file():
+        with np.load(path) as npz:
+            return MnistSplit(npz["images"], npz["labels"])
+    split = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, images=split.images, labels=split.labels)
+    os.replace(tmp, path)
+    return split
+
+
+def build(config: CorpusConfig, mnist_train: MnistSplit, writers_dir: str | None = None) -> MnistSplit:
+    """Every added input, in a fixed order: collections, styles, non-digits."""
+    parts = []
+    for name in config.collections:
+        parts.append(_cached(config, f"collection-{name}", lambda: collection_inputs(name, config, writers_dir)))
+    if config.styles:
+        parts.append(_cached(config, "styles", lambda: style_inputs(config)))
+    if config.negatives:
+        # Squeezed and scratched-out digits redraw MNIST training digits (never validation ones).
+        parts.append(_cached(config, "negatives", lambda: negative_inputs(config, mnist_train.images)))
+    for part in parts:
+        log.info("corpus part: %d inputs", len(part))
+    return MnistSplit(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))

@@ -1,0 +1,212 @@
+"""Things people draw that are not digits, in families: those the model learns to refuse, and those held out to
+measure whether it learned the idea "not a digit" rather than a list (numpy, Pillow)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from . import styles, synth, writers
+
+CANVAS_PX = 160
+# Letters that are digits in disguise are in no family: O o D Q against 0, I l i j against 1, Z z against 2,
+# S s against 5, b G against 6, B against 8, g q against 9.
+UPPERCASE = "ACEFHJKLMNPRTUVWXY"
+LOWERCASE = "acdefhkmnprtuvwxy"
+# ASCII only: a glyph missing from a font is drawn as a box, which is a 0 to a reader.
+SYMBOLS = "#%&@*+=?<>~$^{}"
+FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
+
+
+@functools.cache
+def font_files() -> tuple[str, ...]:
+    """The TrueType fonts installed (Debian's fonts-dejavu at least, which the test setup installs)."""
+    found = sorted(str(p) for d in FONT_DIRS if d.is_dir() for p in d.rglob("*.[ot]tf"))
+    return tuple(found)
+
+
+def _font(rng: np.random.Generator, size: int) -> ImageFont.FreeTypeFont:
+    files = font_files()
+    if not files:
+        return ImageFont.load_default(size=size)
+    return ImageFont.truetype(files[rng.integers(len(files))], size)
+
+
+def glyph_ink(chars: str, rng: np.random.Generator) -> np.ndarray:
+    """One character from a random installed font, with a random pen outline, as ink."""
+    image = Image.new("L", (CANVAS_PX, CANVAS_PX), 0)
+    draw = ImageDraw.Draw(image)
+    size = int(rng.uniform(0.35, 0.75) * CANVAS_PX)
+    draw.text((CANVAS_PX / 2, CANVAS_PX / 2), chars[rng.integers(len(chars))], fill=255, font=_font(rng, size),
+              anchor="mm", stroke_width=int(rng.integers(0, max(2, size // 12))), stroke_fill=255)
+    return np.asarray(image, np.float32) / 255
+
+
+def _pen(rng: np.random.Generator) -> int:
+    return max(2, int(rng.uniform(0.02, 0.07) * CANVAS_PX))
+
+
+def _pt(rng: np.random.Generator, lo: float = 0.15, hi: float = 0.85) -> tuple[float, float]:
+    return tuple(rng.uniform(lo, hi, 2) * CANVAS_PX)
+
+
+def polygon_ink(rng: np.random.Generator) -> np.ndarray:
+    """Outlines with corners: triangles, boxes, pentagons, zigzags, arrows of straight strokes."""
+    image = Image.new("L", (CANVAS_PX, CANVAS_PX), 0)
+    draw = ImageDraw.Draw(image)
+    c, r = CANVAS_PX / 2, rng.uniform(0.2, 0.4) * CANVAS_PX
+    sides = int(rng.integers(3, 7))
+    turn = rng.uniform(0, 2 * np.pi)
+    pts = [(c + r * np.cos(turn + 2 * np.pi * k / sides) * rng.uniform(0.8, 1.2),
+            c + r * np.sin(turn + 2 * np.pi * k / sides) * rng.uniform(0.8, 1.2)) for k in range(sides)]
+    kind = rng.integers(3)
+    if kind == 0:
+        draw.line(pts + pts[:1], fill=255, width=_pen(rng), joint="curve")
+    elif kind == 1:  # zigzag
+        xs = np.linspace(0.15, 0.85, int(rng.integers(4, 8))) * CANVAS_PX
+        ys = [c + (-1) ** k * r * rng.uniform(0.3, 1) for k in range(len(xs))]
+        draw.line(list(zip(xs, ys)), fill=255, width=_pen(rng), joint="curve")
+    else:
+        draw.polygon(pts, fill=255)  # a filled shape
+    return np.asarray(image, np.float32) / 255
+
+
+def speck_ink(rng: np.random.Generator) -> np.ndarray:
+    """A tap, a dot, a few dots or a short tick: too little to be a digit."""
+    image = Image.new("L", (CANVAS_PX, CANVAS_PX), 0)
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.choice([1, 1, 1, 2, 3]))):
+        x, y = _pt(rng)
+        r = rng.uniform(0.01, 0.06) * CANVAS_PX
+        if rng.random() < 0.5:
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
+        else:
+            dx, dy = rng.normal(0, 1, 2) * r
+            draw.line([(x, y), (x + dx, y + dy)], fill=255, width=max(2, int(r)))
+    return np.asarray(image, np.float32) / 255
+
+
+def _digit_ink(mnist: np.ndarray, rng: np.random.Generator, side_px: int) -> np.ndarray:
+    return synth.pen_ink(mnist[rng.integers(len(mnist))], side_px, rng.uniform(-0.6, 0.6))
+
+
+def squeezed_digits_ink(mnist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two or three digits pushed together into one mark: a number, not a digit."""
+    inks = [_digit_ink(mnist, rng, int(CANVAS_PX * 0.45)) for _ in range(int(rng.choice([2, 2, 3])))]
+    h = max(i.shape[0] for i in inks)
+    overlap = int(rng.uniform(0.25, 0.45) * inks[0].shape[1])
+    width = sum(i.shape[1] for i in inks) - overlap * (len(inks) - 1)
+    out = np.zeros((h, width), np.float32)
+    x = 0
+    for ink in inks:
+        region = out[: ink.shape[0], x : x + ink.shape[1]]
+        np.maximum(region, ink[:, : region.shape[1]], out=region)
+        x += ink.shape[1] - overlap
+    return out
+
+
+def scratched_digit_ink(mnist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A digit crossed out with a scribble, as people do with a mistake."""
+    ink = _digit_ink(mnist, rng, int(CANVAS_PX * 0.7))
+    image = Image.fromarray(np.uint8(ink * 255))
+    draw = ImageDraw.Draw(image)
+    h, w = ink.shape
+    n = int(rng.integers(4, 9))
+    xs = np.linspace(0.05, 0.95, n) * w
+    ys = [(0.2 if k % 2 else 0.8) * h + rng.normal(0, 0.08 * h) for k in range(n)]
+    if rng.random() < 0.5:
+        xs, ys = ys, xs
+    draw.line(list(zip(xs, ys)), fill=255, width=max(2, int(rng.uniform(0.05, 0.12) * w)), joint="curve")
+    return np.asarray(image, np.float32) / 255
+
+
+# -- held-out families: never trained on --------------------------------------------------------------
+
+
+def doodle_ink(rng: np.random.Generator) -> np.ndarray:
+    """Little drawings: a smiley, a heart, a house, a sun, an arrow, a flower, a fish, a tree, a cloud."""
+    kind = rng.choice(["smiley", "heart", "house", "sun", "arrow", "flower", "fish", "tree", "cloud"])
+    strokes: list[np.ndarray] = []
+    if kind == "smiley":
+        strokes = [styles.arc(0.5, 0.5, 0.5, 0.5, 0, 360, 40), styles.arc(0.35, 0.38, 0.04, 0.04, 0, 360, 8),
+                   styles.arc(0.65, 0.38, 0.04, 0.04, 0, 360, 8), styles.arc(0.5, 0.55, 0.25, 0.2, 20, 160, 12)]
+    elif kind == "heart":
+        t = np.linspace(0, 2 * np.pi, 48)[:, None]
+        x, y = 16 * np.sin(t) ** 3, -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+        strokes = [np.hstack([x, y]).astype(np.float32) / 32]
+    elif kind == "house":
+        strokes = [np.array([[0, 0.45], [0.5, 0], [1, 0.45], [0.85, 0.45], [0.85, 1], [0.15, 1], [0.15, 0.45],
+                             [0, 0.45]], np.float32), np.array([[0.42, 1], [0.42, 0.7], [0.58, 0.7], [0.58, 1]])]
+    elif kind == "sun":
+        strokes = [styles.arc(0.5, 0.5, 0.22, 0.22, 0, 360, 28)]
+        for a in np.linspace(0, 2 * np.pi, int(rng.integers(6, 11)), endpoint=False):
+            strokes.append(styles.line((0.5 + 0.3 * np.cos(a), 0.5 + 0.3 * np.sin(a)),
+                                       (0.5 + 0.5 * np.cos(a), 0.5 + 0.5 * np.sin(a)), 3))
+    elif kind == "arrow":
+        strokes = [styles.line((0, 0.5), (1, 0.5)), np.array([[0.7, 0.25], [1, 0.5], [0.7, 0.75]], np.float32)]
+    elif kind == "flower":
+        strokes = [styles.arc(0.5, 0.35, 0.1, 0.1, 0, 360, 12), styles.line((0.5, 0.45), (0.5, 1))]
+        for a in np.linspace(0, 2 * np.pi, 6, endpoint=False):
+            strokes.append(styles.arc(0.5 + 0.2 * np.cos(a), 0.35 + 0.2 * np.sin(a), 0.1, 0.1, 0, 360, 12))
+    elif kind == "fish":
+        strokes = [np.vstack([styles.arc(0.45, 0.5, 0.4, 0.25, 200, 520, 30)]),
+                   np.array([[0.8, 0.5], [1, 0.3], [1, 0.7], [0.8, 0.5]], np.float32),
+                   styles.arc(0.25, 0.45, 0.03, 0.03, 0, 360, 6)]
+    elif kind == "tree":
+        strokes = [np.array([[0.45, 1], [0.45, 0.6], [0.1, 0.6], [0.5, 0], [0.9, 0.6], [0.55, 0.6], [0.55, 1]],
+                            np.float32)]
+    else:
+        strokes = [np.vstack([styles.arc(0.25, 0.6, 0.2, 0.2, 90, 270, 10), styles.arc(0.5, 0.4, 0.25, 0.25, 180, 360, 12),
+                              styles.arc(0.78, 0.6, 0.2, 0.2, 270, 450, 10), styles.line((0.78, 0.8), (0.25, 0.8))])]
+    strokes = styles.hand(strokes, rng)
+    side = int(rng.uniform(0.4, 0.85) * CANVAS_PX)
+    ink = writers.trajectory_ink(strokes, side, rng.uniform(0.03, 0.1) * side)
+    return writers._place(ink, rng, CANVAS_PX)
+
+
+def silhouette_ink(rng: np.random.Generator) -> np.ndarray:
+    """Filled outlines of everyday things, like small pictures of clothing: a shirt, trousers, a dress, a bag,
+    a shoe, a hat."""
+    kind = rng.choice(["shirt", "trousers", "dress", "bag", "shoe", "hat"])
+    w = rng.uniform(0.8, 1.2)
+    shapes = {
+        "shirt": [(0.3, 0), (0.7, 0), (1, 0.25), (0.85, 0.4), (0.78, 0.3), (0.78, 1), (0.22, 1), (0.22, 0.3),
+                  (0.15, 0.4), (0, 0.25)],
+        "trousers": [(0.2, 0), (0.8, 0), (0.9, 1), (0.6, 1), (0.5, 0.35), (0.4, 1), (0.1, 1)],
+        "dress": [(0.38, 0), (0.62, 0), (0.6, 0.35), (0.95, 1), (0.05, 1), (0.4, 0.35)],
+        "bag": [(0.05, 0.35), (0.95, 0.35), (0.9, 1), (0.1, 1)],
+        "shoe": [(0, 0.45), (0.35, 0.45), (0.55, 0.65), (1, 0.75), (1, 0.95), (0, 0.95)],
+        "hat": [(0, 0.8), (0.2, 0.75), (0.25, 0.3), (0.5, 0.2), (0.75, 0.3), (0.8, 0.75), (1, 0.8), (0.5, 0.9)],
+    }
+    side = rng.uniform(0.5, 0.9) * CANVAS_PX
+    x0, y0 = (CANVAS_PX - side * min(w, 1)) / 2, (CANVAS_PX - side) / 2
+    image = Image.new("L", (CANVAS_PX, CANVAS_PX), 0)
+    draw = ImageDraw.Draw(image)
+    pts = [(x0 + x * side * w * rng.uniform(0.95, 1.05), y0 + y * side * rng.uniform(0.97, 1.03)) for x, y in shapes[kind]]
+    draw.polygon(pts, fill=int(rng.uniform(160, 255)))
+    if kind == "bag":  # the handle
+        draw.arc([x0 + 0.3 * side * w, y0, x0 + 0.7 * side * w, y0 + 0.6 * side], 180, 360, fill=255,
+                 width=max(2, int(0.05 * side)))
+    return np.asarray(image, np.float32) / 255
+
+
+# Families as generators of ink maps; those that redraw digits take the MNIST training images they may use.
+Family = Callable[[np.random.Generator, np.ndarray], np.ndarray]
+TRAINING_FAMILIES: dict[str, Family] = {
+    "uppercase letters": lambda rng, _: glyph_ink(UPPERCASE, rng),
+    "symbols": lambda rng, _: glyph_ink(SYMBOLS, rng),
+    "scribbles": lambda rng, _: synth.render_scribble_ink(rng, CANVAS_PX),
+    "polygons": lambda rng, _: polygon_ink(rng),
+    "specks": lambda rng, _: speck_ink(rng),
+    "squeezed digits": lambda rng, mnist: squeezed_digits_ink(mnist, rng),
+    "scratched digits": lambda rng, mnist: scratched_digit_ink(mnist, rng),
+}
+HELD_OUT_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
+    "lowercase letters": lambda rng: glyph_ink(LOWERCASE, rng),
+    "doodles": doodle_ink,
+    "silhouettes": silhouette_ink,
+}

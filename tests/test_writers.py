@@ -1,0 +1,110 @@
+"""Other writers' collections: readers, validation and canvas renderings; synthetic styles; non-digit families;
+the training corpus built from them."""
+
+import gzip
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from digitrecognizer import corpus, negatives, preprocess, styles, writers
+from digitrecognizer.data import DataError
+
+
+@pytest.fixture(scope="session")
+def writers_dir(mnist_dir) -> Path:
+    folder = writers.default_writers_dir(mnist_dir)
+    if not (folder / "pendigits.tra.gz").exists():
+        pytest.fail(f"the writers' collections are not in {folder}: set DIGITRECOGNIZER_WRITERS")
+    return folder
+
+
+@pytest.mark.parametrize("name, count, shape", [("optdigits", 2880, (32, 32)), ("pendigits", 7494, (8, 2)),
+                                                ("usps", 7291, (16, 16))])
+def test_each_shared_collection_reads_with_its_published_counts(writers_dir, name, count, shape):
+    c = writers.load_collection(name, writers_dir)
+    samples = c.bitmaps if c.bitmaps is not None else c.trajectories
+    assert len(c) == count and samples.shape == (count, *shape)
+    assert set(np.unique(c.labels)) == set(range(10))
+    assert samples.min() >= 0 and samples.max() <= 1
+
+
+def test_pendigits_trajectories_are_turned_to_y_down(writers_dir):
+    c = writers.load_collection("pendigits", writers_dir)
+    ones = c.trajectories[c.labels == 1]
+    # A 1 starts at the top: with y pointing down its first point has the smaller y, for most writers.
+    assert np.mean(ones[:, 0, 1] < ones[:, -1, 1]) > 0.8
+
+
+def _gz(path: Path, text: str) -> Path:
+    with gzip.open(path, "wt") as f:
+        f.write(text)
+    return path
+
+
+def test_a_truncated_optdigits_bitmap_is_refused_with_its_line(tmp_path):
+    path = _gz(tmp_path / "optdigits-orig.cv.gz", "1\n" + "0" * 32 + "\n" * 1 + " 5\n")
+    with pytest.raises(DataError, match="expected a label after 32 bitmap rows"):
+        writers.read_optdigits(path)
+
+
+def test_a_collection_with_wrong_counts_is_refused_and_a_changed_file_warned(tmp_path, caplog):
+    rows = "".join(f"{d}" + " -1" * 256 + "\n" for d in range(10))
+    _gz(tmp_path / "usps-zip.train.gz", rows)
+    with caplog.at_level(logging.WARNING), pytest.raises(DataError, match="digit counts"):
+        writers.load_collection("usps", tmp_path)
+    assert "sha256 differs" in caplog.text
+
+
+def test_a_missing_collection_file_says_where_to_point(tmp_path):
+    with pytest.raises(DataError, match="DIGITRECOGNIZER_WRITERS"):
+        writers.load_collection("pendigits", tmp_path)
+
+
+def test_an_unknown_collection_lists_the_known_ones():
+    with pytest.raises(ValueError, match="optdigits, pendigits, usps"):
+        writers.load_collection("emnist")
+
+
+def test_renderings_are_seeded_and_reach_the_model_as_28x28_inputs(writers_dir):
+    c = writers.load_collection("pendigits", writers_dir).subset(np.arange(20))
+    a, b = writers.canvas_pngs(c, seed=3), writers.canvas_pngs(c, seed=3)
+    assert a == b
+    inputs = [preprocess.to_mnist_image(png) for png in a]
+    assert all(x is not None and x.shape == (28, 28) and x.max() == 255 for x in inputs)
+
+
+@pytest.mark.parametrize("name", list(styles.STYLES))
+def test_every_synthetic_style_draws_a_digit_sized_input(name):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = preprocess.to_mnist(styles.render_style(name, rng))
+        assert x is not None and x.shape == (28, 28)
+        rows, cols = np.flatnonzero(x.max(1) > 64), np.flatnonzero(x.max(0) > 64)
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) >= 14  # scaled to the 20 px box, as MNIST digits
+
+
+def test_letters_that_look_like_digits_are_in_no_non_digit_family():
+    disguised = set("OoDQIlijZzSsbGBgq")
+    assert not disguised & set(negatives.UPPERCASE + negatives.LOWERCASE + negatives.SYMBOLS)
+
+
+def test_held_out_non_digit_families_are_not_training_families():
+    assert not set(negatives.HELD_OUT_FAMILIES) & set(negatives.TRAINING_FAMILIES)
+
+
+def test_the_corpus_labels_non_digits_with_the_eleventh_output_and_is_cached(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from digitrecognizer import data
+
+    mnist = data.load_split(mnist_dir, "test")
+    families = len(negatives.TRAINING_FAMILIES)
+    config = corpus.CorpusConfig(collections=[], styles=len(styles.STYLES) * 2, negatives=2 * families)
+    first = corpus.build(config, mnist)
+    assert first.images.shape[1:] == (28, 28) and first.images.dtype == np.uint8
+    assert np.sum(first.labels == corpus.NOT_A_DIGIT) == 2 * families
+    assert set(first.labels[first.labels < 10]) == {d for d, _ in styles.STYLES.values()}
+    assert len(list((tmp_path / "digitrecognizer" / "corpus").glob("*.npz"))) == 2
+    again = corpus.build(config, mnist)
+    assert np.array_equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
