@@ -5,7 +5,10 @@
 - single-image model latency, ONNX Runtime vs the same model in PyTorch eager (if torch is installed);
 - the same canvas and batch figures for the int8 graph of the network (the shipped one, or `--int8 DIR`).
 
-    python benchmarks/speed.py --data-dir ../shared/data/mnist [--model DIR] [--int8 DIR]
+    python benchmarks/speed.py --data-dir ../shared/data/mnist [--model DIR] [--int8 DIR] [--compare DIR]
+
+`--compare DIR` also measures another model folder's canvas latency, in rounds alternating with the model's, and
+prints the ratio: the fair way to compare two networks on a shared machine whose speed drifts.
 """
 
 from __future__ import annotations
@@ -62,6 +65,15 @@ def describe(latency: dict) -> str:
             f"p50s ranged {spread[0]:.2f}-{spread[-1]:.2f} ms)")
 
 
+def compare_canvas_latency(rec: Recognizer, other: Recognizer, canvases: list[bytes], pairs: int = 4) -> dict:
+    """p50 canvas latency of `rec` over `other`'s, measured in alternating rounds; the median of the ratios."""
+    ratios = []
+    for _ in range(pairs):
+        mine, theirs = canvas_latency(rec, canvases)["p50_ms"], canvas_latency(other, canvases)["p50_ms"]
+        ratios.append(mine / theirs)
+    return {"other": other.version, "ratio": float(np.median(ratios)), "ratios": ratios}
+
+
 def batch_throughput(rec: Recognizer, images: np.ndarray) -> float:
     rec.predict_mnist(images[:1000])
     return len(images) / min(timed(lambda: rec.predict_mnist(images), 3))
@@ -73,6 +85,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="model folder (default: the shipped float32 graph)")
     parser.add_argument("--int8", type=Path, help="int8 model folder (default: the shipped int8 graph, with the "
                                                    "shipped float32 one; none with --model)")
+    parser.add_argument("--compare", type=Path, help="another model folder to compare canvas latency with")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     test = data.load_split(args.data_dir, "test")
@@ -84,6 +97,10 @@ def main() -> None:
     result["predict_canvas_png"] = canvas_latency(rec, canvases)
     print(f"predict(280x280 canvas PNG), decode+preprocess+model: {describe(result['predict_canvas_png'])} "
           "(original project: ~40 ms)")
+    if args.compare:
+        result["compare"] = compare_canvas_latency(rec, Recognizer(args.compare), canvases)
+        print(f"predict(canvas PNG) p50 against {result['compare']['other']}: {result['compare']['ratio']:.3f}x "
+              f"(alternating rounds: {', '.join(f'{r:.3f}' for r in result['compare']['ratios'])})")
     result["predict_mnist_images_per_s"] = batch_throughput(Recognizer(args.model, threads=2), test.images)
     print(f"predict_mnist throughput (10,000 images, 2 threads): {result['predict_mnist_images_per_s']:,.0f} images/s")
 
