@@ -5,7 +5,7 @@
 The network (default: the shipped one, in PyTorch, eval mode) reads 8,000 training images distorted by each
 part of `AugmentConfig` alone, and by all of it but that part. A distortion that makes many images unreadable
 teaches the network to call ambiguous shapes by the original label, which costs clean accuracy. This is how the
-default preset's elastic wobble was chosen (benchmarks/experiments.md, "Gentler elastic wobble"). The test set
+default preset's elastic wobble was chosen (docs/experiments/augmentation.md, "Gentler elastic wobble"). The test set
 is not read.
 """
 
