@@ -8,12 +8,11 @@ from . import preprocess, synth
 from .data import MnistSplit
 from .recognizer import Scores, softmax
 
-# Accept this share of validation digits (clean and drawn). A refused digit is an error for the person who drew it,
-# and issue 3 asks that drawn input lose at most 0.3 points against clean digits in every canvas style. On the
-# validation split (benchmarks/operating_point.py) the worst style lost 0.40 points at 99.8%, 0.33 at 99.9% and
-# 0.27 at 99.95%, the lowest level that meets it; held-out non-digits refused fall from 45% to 32% on the way.
-# Splitting the refusals other than half to each signal traced no better trade-off (benchmarks/experiments.md).
-TARGET_DIGIT_ACCEPTANCE = 0.9995
+# Accept this share of validation digits (clean and drawn): the lowest level at which every canvas style, refusals
+# counted as errors, stays within 0.3 points of clean validation accuracy and at least 99.9% of clean validation
+# digits are accepted (benchmarks/results/operating_point.txt). A refused digit is an error for the person who
+# drew it; a digit given to a scribble costs the person's trust.
+TARGET_DIGIT_ACCEPTANCE = 0.999
 NON_DIGIT_SEED = 20261124  # the rendered non-digits used to report the refusal rate (never to fit anything)
 DRAWN_PER_STYLE = 300
 
