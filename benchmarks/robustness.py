@@ -28,7 +28,7 @@ from digitrecognizer import Recognizer, data, synth
 from digitrecognizer.evaluate import expected_calibration_error
 from digitrecognizer.notdigit import refusal_rate
 from digitrecognizer.recognizer import softmax
-from digitrecognizer.train import TrainConfig
+from digitrecognizer.recipes import TrainConfig
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     if args.split == "test":
         test = data.load_split(args.data_dir, "test")
     else:  # the split the model's training run held out, as its card records it
-        test = TrainConfig.from_dict(rec.card.training["config"]).split(data.load_split(args.data_dir, "train"))[1]
+        test = TrainConfig.from_dict(rec.card.training.config).split(data.load_split(args.data_dir, "train"))[1]
     scores = rec.scores_mnist(test.images)  # one pass over the split gives the answers and the refusals
     probs = softmax(scores.logits, rec.temperature)
     clean_acc = float((probs.argmax(1) == test.labels).mean())
@@ -73,8 +73,9 @@ def main() -> None:
     print(f"  numbers (2-6 digits) exact match {result['numbers_exact_match']:.2%}, "
           f"right digit count {result['numbers_right_length']:.2%}")
     result["non_digits_refused"] = refusal_rate(rec, args.non_digits, seed=99)
-    print(f"  non-digits refused {result['non_digits_refused']:.1%} (thresholds: confidence >= {rec.min_confidence:.3f}, "
-          f"novelty <= {rec.max_novelty:.3f}, not-a-digit output <= {rec.max_not_digit:.4f})")
+    nd = rec.card.not_digit
+    print(f"  non-digits refused {result['non_digits_refused']:.1%} (thresholds: confidence >= {nd.min_confidence:.3f}, "
+          f"novelty <= {nd.novelty_limit():.3f}, not-a-digit output <= {nd.max_not_digit:.4f})")
     args.out.mkdir(parents=True, exist_ok=True)
     name = "robustness.json" if args.split == "test" else "robustness_validation.json"
     (args.out / name).write_text(json.dumps(result, indent=2))

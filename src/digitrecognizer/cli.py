@@ -33,7 +33,7 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed, train
+    from . import distributed, recipes, train
 
     overrides = {"epochs": args.epochs, "stop_after": args.stop_after, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "limit_train": args.limit_train, "threads": args.threads, "outliers": args.outliers,
@@ -48,15 +48,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.width or args.hidden:
         overrides["model_args"] = {k: v for k, v in (("width", args.width), ("hidden", args.hidden)) if v}
     try:
-        config = train.preset_config(args.preset, **overrides)
-    except ValueError as err:  # an unknown preset or collection: the message lists the choices
+        config = recipes.preset_config(args.preset, **overrides)
+    except ValueError as err:  # an unknown preset or collection, a stop outside the schedule: the message says which
         raise CliError(str(err)) from err
-    if not 1 <= config.last_epoch <= config.epochs:
-        raise CliError(f"--stop-after {config.stop_after}: give an epoch from 1 to the schedule's {config.epochs}")
     if args.init_weights and not args.resume:
         if args.width or args.hidden:
             raise CliError("--width and --hidden cannot change the network of --init-weights: fine-tuning keeps it")
-        config = train.with_network_of(config, args.init_weights)  # a CheckpointError says which file and why
+        config = recipes.with_network_of(config, args.init_weights)  # a CheckpointError says which file and why
     # Under torchrun every process runs this command; the first one speaks for all.
     processes = distributed.Processes.from_environment()
     try:
@@ -79,9 +77,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     card = export(args.run, args.out, args.data_dir, checkpoint=args.checkpoint, version=args.version,
                   precision=args.precision)
-    test = card.metrics["test"]
-    print(f"exported {card.version} ({args.precision}) to {args.out}: test accuracy {test['accuracy']:.2%}, ECE {test['ece']:.2%}, "
-          f"temperature {card.temperature:.3f}, ONNX/PyTorch max difference {card.metrics['onnx_torch_max_prob_diff']:.1e}")
+    test = card.metrics.test
+    print(f"exported {card.version} ({args.precision}) to {args.out}: test accuracy {test.accuracy:.2%}, ECE {test.ece:.2%}, "
+          f"temperature {card.temperature:.3f}, ONNX/PyTorch max difference {card.metrics.onnx_torch_max_prob_diff:.1e}")
     return 0
 
 
@@ -216,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "digitrecognizer.cli train ... (--batch-size is the batch of all processes together)")
     p.add_argument("--preset", default="default", help="named recipe: default (the shipped model: MNIST, other "
                    "writers' collections, synthetic styles and non-digits), mnist (the same network on MNIST alone), "
-                   "strong-elastic and wide (MNIST-only variants), seed (the original Keras architecture), compact (a "
+                   "seed (the original Keras architecture), compact (a "
                    "4x cheaper network for batch throughput), finetune (a few epochs from --init-weights), quick (a "
                    "smoke run)")
     p.add_argument("--exclude", metavar="NAMES", help="leave these collections of other writers out of training "
