@@ -4,10 +4,10 @@
 
 For each model and each acceptance level, the two thresholds are fitted exactly as the export fits them
 (`notdigit.fit_inputs` and `notdigit.fit_thresholds`: the same 6,000 clean and 1,200 drawn validation digits,
-half of the refusals to each signal), then measured on what they were not fitted on: all 6,000 validation digits drawn
+the refusals shared between the signals), then measured on what they were not fitted on: all 6,000 validation digits drawn
 in each of the four canvas styles (the drawings of `robustness.py --split validation`), and rendered
 non-digits (seeds 1 and 99). A refused digit counts as an error, as for the person who drew it. Each level
-also prints how far each style's drawn accuracy falls below clean validation accuracy (issue 3 asks for at
+also prints how far each style's drawn accuracy falls below clean validation accuracy (the target is at
 most 0.3 points in every style). This is where `notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is
 not read.
 

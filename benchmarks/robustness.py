@@ -11,7 +11,7 @@ move a style's accuracy by about 0.2 points from one sample to the next.
 `--split validation` renders the training run's validation split instead (10%, seed 0): that is the one to
 compare candidate models on; the test set is for the final report.
 
-Targets (issue 3): every style within 0.3 points of clean test accuracy; numbers exact match >= 97%;
+Targets: every style within 0.3 points of clean test accuracy; numbers exact match >= 97%;
 clean test digits accepted >= 99.5%; ECE <= 0.5%.
 """
 

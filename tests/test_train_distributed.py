@@ -57,7 +57,7 @@ def test_two_processes_end_with_the_weights_of_one_process_on_the_same_global_ba
     two = checkpoint.load(tmp_path / "two" / "last.pt")
     one = train.fit(config, tmp_path / "one", mnist_dir, progress=False)
     worst = max(weight_differences(two, one.state()).items(), key=lambda item: item[1])
-    assert worst[1] < 1e-6, worst  # measured: 4e-8 after 16 steps
+    assert worst[1] < 1e-6, worst  # float rounding only: the sums run in another order
     assert [r["processes"] for r in two["history"]] == [2, 2]
     assert two["history"][-1]["val_acc"] == one.history[-1]["val_acc"]
 

@@ -15,7 +15,7 @@ class CliError(Exception):
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="model folder or card.json (default: the shipped model)")
     p.add_argument("--int8", action="store_true",
-                   help="the shipped int8 graph of the same network: twice the batch throughput, "
+                   help="the shipped int8 graph of the same network: faster on batches, "
                         "its own card and test figures")
 
 
@@ -206,7 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="digitrecognizer", description=__doc__.split(":")[0] + ": recognise handwritten digits.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_command(sub)
+    _add_export_command(sub)
+    _add_evaluate_command(sub)
+    _add_predict_command(sub)
+    _add_serve_command(sub)
+    _add_feedback_command(sub)
+    _add_data_command(sub)
+    return parser
 
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on MNIST with checkpoints and resume",
                        description="Train on MNIST. Writes last.pt/best.pt checkpoints and metrics.jsonl to --out "
                                    "after every epoch; Ctrl-C saves and stops; --resume continues exactly. Runs "
@@ -247,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write ONNX + weights + model card from a training run",
                        description="Export a run's best checkpoint: ONNX graph (checked against PyTorch; float32 or int8), weights, and a "
                                    "model card with temperature, not-a-digit threshold and test metrics.")
@@ -261,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.set_defaults(func=cmd_export)
 
+
+def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="measure a model on the official test set and write a report with plots",
                        description="Accuracy, top-3, macro precision/recall/F1, per-class figures, calibration; writes "
                                    "report.md, metrics.json and PNG plots to --out.")
@@ -269,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="read digits from image files",
                        description="Predict the digit in each image (PNG, JPEG, WebP). Missing or unreadable files are "
                                    "reported and the rest still processed; the exit status is 1 if any failed.")
@@ -279,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="start the web app and REST API (http://127.0.0.1:5000)",
                        description="Serve the drawing page at / and the API at /api (docs at /docs).")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
@@ -290,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log one line per request (off: it costs throughput)")
     p.set_defaults(func=cmd_serve)
 
+
+def _add_feedback_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("feedback", help="list or export the corrections users sent from the app",
                        description="Corrections are stored by the app (`serve --db`). Export them to fine-tune the "
                                    "model on your own handwriting with `train --extra-data`.")
@@ -305,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     q.set_defaults(func=cmd_feedback_list)
 
+
+def _add_data_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="download or check the MNIST files")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = data_sub.add_parser("download", help="fetch MNIST from a public mirror and verify the official sha256")
@@ -313,7 +335,6 @@ def build_parser() -> argparse.ArgumentParser:
     q = data_sub.add_parser("check", help="read and validate the four files")
     _add_data_dir(q)
     q.set_defaults(func=cmd_data_check)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,7 +90,7 @@ class Recognizer:
     >>> rec.predict("digit.png").digit          # any image: path, bytes, PIL image or array
     >>> rec.read_number(canvas_png).text        # several digits side by side
     >>> rec.predict_mnist(images)               # (N, 28, 28) uint8 MNIST-format -> (N, 10) probabilities
-    >>> Recognizer(precision="int8", threads=2)  # the shipped int8 graph: twice the batch throughput
+    >>> Recognizer(precision="int8", threads=2)  # the shipped int8 graph: faster on batches
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None,
