@@ -41,8 +41,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "init_weights": str(args.init_weights) if args.init_weights else None,
                  "keep_epochs": args.keep_epochs or None,
                  "exclude": args.exclude.split(",") if args.exclude else None}
-    if args.outliers is not None and not 0 <= args.outliers <= 4:
-        raise CliError(f"--outliers {args.outliers}: give a share of each batch between 0 and 4 (e.g. 0.25)")
     if args.extra_data and not args.extra_data.is_file():
         raise CliError(f"{args.extra_data}: no such file (write one with `digitrecognizer feedback export`)")
     if args.width or args.hidden:

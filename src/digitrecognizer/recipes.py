@@ -55,6 +55,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.last_epoch <= self.epochs:
             raise ValueError(f"--stop-after {self.stop_after}: give an epoch from 1 to the schedule's {self.epochs}")
+        if not 0 <= self.outliers <= 4:
+            raise ValueError(f"--outliers {self.outliers}: give a share of each batch between 0 and 4 (e.g. 0.25)")
 
     @property
     def last_epoch(self) -> int:
