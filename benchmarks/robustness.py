@@ -73,9 +73,8 @@ def main() -> None:
     print(f"  numbers (2-6 digits) exact match {result['numbers_exact_match']:.2%}, "
           f"right digit count {result['numbers_right_length']:.2%}")
     result["non_digits_refused"] = refusal_rate(rec, args.non_digits, seed=99)
-    nd = rec.card.not_digit
-    print(f"  non-digits refused {result['non_digits_refused']:.1%} (thresholds: confidence >= {nd.min_confidence:.3f}, "
-          f"novelty <= {nd.novelty_limit():.3f}, not-a-digit output <= {nd.max_not_digit:.4f})")
+    print(f"  non-digits refused {result['non_digits_refused']:.1%} (thresholds: confidence >= {rec.min_confidence:.3f}, "
+          f"novelty <= {rec.max_novelty:.3f}, not-a-digit output <= {rec.max_not_digit:.4f})")
     args.out.mkdir(parents=True, exist_ok=True)
     name = "robustness.json" if args.split == "test" else "robustness_validation.json"
     (args.out / name).write_text(json.dumps(result, indent=2))

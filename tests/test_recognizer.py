@@ -87,7 +87,7 @@ def test_the_refusal_score_comes_from_the_model_graph(recognizer, mnist_test):
     names = [o.name for o in recognizer.session.get_outputs()]
     assert names == ["logits", "novelty", "not_digit"]
     scores = recognizer.scores_mnist(mnist_test.images[:500])
-    assert np.median(scores.not_digit) < 0.01 and recognizer.card.not_digit.max_not_digit < 1.0
+    assert np.median(scores.not_digit) < 0.01 and recognizer.max_not_digit < 1.0
     assert np.mean(recognizer.accepts(recognizer.predict_mnist(mnist_test.images[:500]).max(1), scores.novelty,
                                       scores.not_digit)) >= 0.99
 

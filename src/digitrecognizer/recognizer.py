@@ -129,6 +129,19 @@ class Recognizer:
     def version(self) -> str:
         return self.card.version
 
+    # The not-a-digit thresholds, as the card holds them.
+    @property
+    def min_confidence(self) -> float:
+        return self.card.not_digit.min_confidence
+
+    @property
+    def max_novelty(self) -> float:
+        return self.card.not_digit.novelty_limit()
+
+    @property
+    def max_not_digit(self) -> float:
+        return self.card.not_digit.max_not_digit
+
     # -- MNIST-format input ---------------------------------------------------------------------
 
     def scores_mnist(self, images: np.ndarray, batch_size: int | None = None) -> Scores:
