@@ -20,9 +20,10 @@ import torch
 
 from digitrecognizer import data
 from digitrecognizer.card import SHIPPED_DIR
-from digitrecognizer.models import create_model
-from digitrecognizer.train import (AugmentConfig, TrainConfig, apply_distortions, draw_distortions, normalize,
-                                   read_weights, to_unit_tensor)
+from digitrecognizer.augment import AugmentConfig, apply_distortions, draw_distortions
+from digitrecognizer.checkpoint import read_weights
+from digitrecognizer.models import normalize, to_unit_tensor
+from digitrecognizer.recipes import TrainConfig
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -32,10 +33,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/augment_errors.txt"))
     args = parser.parse_args()
 
-    name, model_args, state = read_weights(args.model / "model.pt")
-    net, _ = create_model(name, **model_args)
-    net.load_state_dict(state)
-    net.eval()
+    net = read_weights(args.model / "model.pt").network()
     train_split = TrainConfig().split(data.load_split(args.data_dir, "train"))[0]
     pick = np.random.default_rng(3).permutation(len(train_split))[: args.images]
     images, labels = to_unit_tensor(train_split.images[pick]), torch.from_numpy(train_split.labels[pick])

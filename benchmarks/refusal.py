@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from digitrecognizer import Recognizer, data, negatives, synth, writers
 from digitrecognizer.recognizer import softmax
-from digitrecognizer.train import TrainConfig
+from digitrecognizer.recipes import TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
 FAMILY_SEEDS = {"rendered letters, symbols, scribbles and shapes": 31, "lowercase letters": 32, "doodles": 33,
@@ -43,11 +43,7 @@ def family_canvases(name: str, n: int) -> list[bytes]:
 
 
 def drawn_digits(split: data.MnistSplit, n: int) -> list[bytes]:
-    per_style = n // len(synth.CANVAS_STYLES)
-    out = []
-    for k, style in enumerate(synth.CANVAS_STYLES):
-        out += synth.digit_set(split.images, split.labels, per_style, DIGIT_SEED + k, style)[0]
-    return out
+    return synth.drawn_digits(split.images, split.labels, n // len(synth.CANVAS_STYLES), DIGIT_SEED).pngs
 
 
 def main() -> None:
@@ -66,7 +62,7 @@ def main() -> None:
     if args.split == "test":
         split = data.load_split(args.data_dir, "test")
     else:
-        split = TrainConfig.from_dict(rec.card.training["config"]).split(data.load_split(args.data_dir, "train"))[1]
+        split = TrainConfig.from_dict(rec.card.training.config).split(data.load_split(args.data_dir, "train"))[1]
     digits = rec.predict_many(drawn_digits(split, args.digits))
     digit_scores = np.array([p.not_digit for p in digits])
     clean = rec.scores_mnist(split.images)

@@ -11,7 +11,7 @@ move a style's accuracy by about 0.2 points from one sample to the next.
 `--split validation` renders the training run's validation split instead (10%, seed 0): that is the one to
 compare candidate models on; the test set is for the final report.
 
-Targets (issue 3): every style within 0.3 points of clean test accuracy; numbers exact match >= 97%;
+Targets: every style within 0.3 points of clean test accuracy; numbers exact match >= 97%;
 clean test digits accepted >= 99.5%; ECE <= 0.5%.
 """
 
@@ -28,7 +28,7 @@ from digitrecognizer import Recognizer, data, synth
 from digitrecognizer.evaluate import expected_calibration_error
 from digitrecognizer.notdigit import refusal_rate
 from digitrecognizer.recognizer import softmax
-from digitrecognizer.train import TrainConfig
+from digitrecognizer.recipes import TrainConfig
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     if args.split == "test":
         test = data.load_split(args.data_dir, "test")
     else:  # the split the model's training run held out, as its card records it
-        test = TrainConfig.from_dict(rec.card.training["config"]).split(data.load_split(args.data_dir, "train"))[1]
+        test = TrainConfig.from_dict(rec.card.training.config).split(data.load_split(args.data_dir, "train"))[1]
     scores = rec.scores_mnist(test.images)  # one pass over the split gives the answers and the refusals
     probs = softmax(scores.logits, rec.temperature)
     clean_acc = float((probs.argmax(1) == test.labels).mean())

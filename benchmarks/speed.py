@@ -123,7 +123,7 @@ def main() -> None:
 
         from digitrecognizer.card import model_dir
         from digitrecognizer.models import create_model
-        from digitrecognizer.train import normalize, to_unit_tensor
+        from digitrecognizer.models import normalize, to_unit_tensor
 
         weights = torch.load(model_dir(args.model) / "model.pt", map_location="cpu")
         net, _ = create_model(weights["model"], **weights["model_args"])

@@ -16,20 +16,20 @@ from pathlib import Path
 
 import torch
 
-from digitrecognizer import data, train
+from digitrecognizer import data, models, recipes, train
 
 TARGETS = (0.99, 0.9937)
 
 
 def run_preset(preset: str, epochs: int | None, data_dir: Path, out: Path, test: data.MnistSplit) -> dict:
-    config = train.preset_config(preset, epochs=epochs)
+    config = recipes.preset_config(preset, epochs=epochs)
     curve = []
     started = time.perf_counter()
     measuring = [0.0]  # time spent on test evaluation, excluded from the training clock
 
     def measure(run: train.Run) -> None:
         t0 = time.perf_counter()
-        logits = train.predict_logits(run.eval_model(), test.images)
+        logits = models.predict_logits(run.eval_model(), test.images)
         acc = (logits.argmax(1).numpy() == test.labels).mean()
         measuring[0] += time.perf_counter() - t0
         curve.append({"epoch": run.epoch, "wall_s": time.perf_counter() - started - measuring[0],

@@ -36,14 +36,14 @@ SETUPS = [
 
 def measure(args: argparse.Namespace) -> None:
     """One setup, in the process(es) the parent started; the first process writes the result to --result."""
-    from digitrecognizer import distributed, train
+    from digitrecognizer import distributed, recipes, train
 
     if args.per_process_batch_norm:
         distributed._synchronise_batch_norms = lambda module: None  # the comparison only: see the docstring
     processes = distributed.Processes.from_environment()
     step_starts: list[float] = []
     steps = args.warmup + args.steps + 1  # the start of the step after the last measured one ends the clock
-    config = train.preset_config("default", epochs=1, batch_size=args.batch_size, limit_train=args.batch_size * steps,
+    config = recipes.preset_config("default", epochs=1, batch_size=args.batch_size, limit_train=args.batch_size * steps,
                                  threads=args.threads)
     with tempfile.TemporaryDirectory() as out:
         train.fit(config, Path(out), args.data_dir, progress=False, command="benchmarks/train_distributed.py",

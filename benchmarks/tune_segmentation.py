@@ -18,7 +18,7 @@ import numpy as np
 from digitrecognizer import Recognizer, data, synth
 from digitrecognizer.card import load_card
 from digitrecognizer.recognizer import NumberScoring, best_chain
-from digitrecognizer.train import TrainConfig
+from digitrecognizer.recipes import TrainConfig
 
 # The novelty limit decides which readings are digits, so each of its values reads the candidates again.
 NOVELTY_LIMIT_FACTORS = [1.0, 1.25, 1.5, 2.0]
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--numbers", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    config = TrainConfig.from_dict(load_card(args.model)[0].training["config"])
+    config = TrainConfig.from_dict(load_card(args.model)[0].training.config)
     _, val = config.split(data.load_split(args.data_dir, "train"))
     numbers = synth.number_set(val.images, val.labels, args.numbers, seed=31)
 

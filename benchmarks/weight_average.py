@@ -19,21 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitrecognizer import data, preprocess, synth
+from digitrecognizer import data, synth
 from digitrecognizer.models import create_model
-from digitrecognizer.train import TrainConfig, predict_logits
+from digitrecognizer.models import predict_logits
+from digitrecognizer.recipes import TrainConfig
 
 
 def drawn_validation(val: data.MnistSplit) -> tuple[np.ndarray, np.ndarray]:
     """The validation digits drawn in every canvas style and preprocessed (blank ones kept as zeros: an error)."""
-    inputs, labels = [], []
-    for k, style in enumerate(synth.CANVAS_STYLES):
-        pngs, style_labels = synth.digit_set(val.images, val.labels, len(val), 100 + k, style)  # as robustness.py
-        for png in pngs:
-            x = preprocess.to_mnist_image(png)
-            inputs.append(np.zeros((28, 28), np.uint8) if x is None else x)
-        labels.append(style_labels)
-    return np.stack(inputs), np.concatenate(labels)
+    drawn = synth.drawn_digits(val.images, val.labels, len(val), 100)  # as robustness.py
+    return drawn.preprocessed()[0], drawn.labels
 
 
 def averaged(states: list[dict]) -> dict:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from digitrecognizer import evaluate
-from digitrecognizer.card import ModelCard
+from digitrecognizer.card import ModelCard, Training
 
 
 def one_hot_probs(predicted, confidence):
@@ -60,7 +60,7 @@ def test_report_has_the_table_and_every_plot(tmp_path, mnist_test):
     history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_acc": 1 - 0.1 / e, "val_acc": 1 - 0.12 / e}
                for e in range(1, 4)]
     card = ModelCard(name="ours", version="test", model_args={}, onnx_sha256="0",
-                     training={"history": history, "epochs": 3, "seconds": 60, "command": "x"})
+                     training=Training(history=history, epochs=3, seconds=60, command="x"))
     metrics = evaluate.write_report(tmp_path, card, images, labels, probs, train_labels=labels)
     for name in ("training_curves", "confusion_matrix", "misclassified", "class_distribution", "samples", "reliability"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5_000, name

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from digitrecognizer import card as card_module
-from digitrecognizer import export, train
+from digitrecognizer import export, graph, recipes, train
 from digitrecognizer.recognizer import Recognizer
 
 
 @pytest.fixture(scope="module")
 def exported(mnist_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
-    config = train.preset_config("quick", limit_train=4000, epochs=2, threads=2)
+    config = recipes.preset_config("quick", limit_train=4000, epochs=2, threads=2)
     train.fit(config, folder / "run", mnist_dir, progress=False, command="digitrecognizer train --preset quick")
     card = export.export(folder / "run", folder / "export", mnist_dir)
     return folder / "export", card
@@ -24,7 +24,7 @@ def exported(mnist_dir, tmp_path_factory):
 
 def test_onnx_matches_pytorch_within_1e_5_on_1000_test_images(exported):
     _, card = exported
-    assert card.metrics["onnx_torch_max_prob_diff"] < 1e-5
+    assert card.metrics.onnx_torch_max_prob_diff < 1e-5
 
 
 def test_the_novelty_precision_matrix_is_stored_in_float16(exported):
@@ -53,7 +53,7 @@ def test_recognizer_reproduces_the_cards_test_accuracy(exported, mnist_test):
     probs = Recognizer(folder).predict_mnist(mnist_test.images)
     assert probs.shape == (10_000, 10) and probs.dtype == np.float32
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
-    assert (probs.argmax(1) == mnist_test.labels).mean() == pytest.approx(card.metrics["test"]["accuracy"])
+    assert (probs.argmax(1) == mnist_test.labels).mean() == pytest.approx(card.metrics.test.accuracy)
 
 
 def test_model_file_that_does_not_match_its_checksum_is_refused(exported, tmp_path):
@@ -108,7 +108,7 @@ def exported_int8(exported, mnist_dir, monkeypatch_module):
     folder = exported[0].parent
     # Two epochs on 4,000 images leave the network far from converged, and quantisation moves more of its uncertain
     # answers than those of a trained one; the rule itself (0.05 points) is for real runs.
-    monkeypatch_module.setattr(export, "INT8_MAX_ACCURACY_LOSS", 0.01)
+    monkeypatch_module.setattr(graph, "INT8_MAX_ACCURACY_LOSS", 0.01)
     card = export.export(folder / "run", folder / "int8", mnist_dir, precision="int8")
     return folder / "int8", card
 
@@ -138,18 +138,18 @@ def test_the_int8_graph_quantises_the_network_and_keeps_the_novelty_in_float(exp
 def test_the_int8_card_is_measured_on_the_int8_graph(exported_int8, exported, mnist_test):
     folder, card = exported_int8
     rec = Recognizer(folder)
-    assert rec.card.quantization["precision"] == "int8"
+    assert rec.card.quantization.precision == "int8"
     accuracy = (rec.predict_mnist(mnist_test.images).argmax(1) == mnist_test.labels).mean()
-    assert accuracy == pytest.approx(card.metrics["test"]["accuracy"])
+    assert accuracy == pytest.approx(card.metrics.test.accuracy)
     float_card = exported[1]
     assert float_card.quantization == {"precision": "float32"}
     assert card.temperature != float_card.temperature  # fitted again, on the int8 graph's own logits
-    assert card.not_digit["min_confidence"] > 0 and card.not_digit["max_novelty"] > 0
+    assert card.not_digit.min_confidence > 0 and card.not_digit.max_novelty > 0
 
 
 def test_an_int8_graph_that_reads_worse_than_float32_is_refused(exported, mnist_dir, tmp_path, monkeypatch):
     folder = exported[0].parent
-    monkeypatch.setattr(export, "INT8_MAX_ACCURACY_LOSS", -1.0)  # no graph can be a whole point better
+    monkeypatch.setattr(graph, "INT8_MAX_ACCURACY_LOSS", -1.0)  # no graph can be a whole point better
     out = tmp_path / "model"
     with pytest.raises(RuntimeError, match="export with --precision float32"):
         export.export(folder / "run", out, mnist_dir, precision="int8")

@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 from scipy import ndimage
 
-from digitrecognizer import preprocess, synth
+from digitrecognizer import preprocess, segment, synth
 from digitrecognizer.preprocess import PreprocessError
 
 
@@ -26,22 +26,22 @@ def draw_digit(mnist_test, index=0, style="black_on_white", seed=0) -> bytes:
 
 @pytest.mark.parametrize("colour", [0, 255])
 def test_blank_canvas_has_no_digit(colour):
-    assert preprocess.to_mnist_image(Image.new("L", (280, 280), colour)) is None
+    assert preprocess.to_mnist(Image.new("L", (280, 280), colour)) is None
 
 
 def test_transparent_empty_canvas_has_no_digit():
-    assert preprocess.to_mnist_image(png(Image.new("RGBA", (280, 280), (0, 0, 0, 0)))) is None
+    assert preprocess.to_mnist(png(Image.new("RGBA", (280, 280), (0, 0, 0, 0)))) is None
 
 
 def test_a_single_dot_is_not_a_drawing():
     canvas = np.full((280, 280), 255, np.uint8)
     canvas[100:102, 100:102] = 0
-    assert preprocess.to_mnist_image(canvas) is None
+    assert preprocess.to_mnist(canvas) is None
 
 
 def test_output_is_mnist_style_box_20_and_centred_by_mass(mnist_test):
     for style in synth.CANVAS_STYLES:
-        x = preprocess.to_mnist_image(draw_digit(mnist_test, 3, style))
+        x = preprocess.to_mnist(draw_digit(mnist_test, 3, style))
         assert x.shape == (28, 28) and x.dtype == np.uint8
         rows, cols = np.flatnonzero(x.max(1) > 30), np.flatnonzero(x.max(0) > 30)
         assert 18 <= max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 22, style
@@ -53,7 +53,7 @@ def test_polarity_and_transparency_do_not_change_what_the_model_sees(mnist_test)
     digit = mnist_test.images[7]
     ink = synth.pen_ink(digit, 150, 0.0)
     variants = [synth.compose(ink, style, np.random.default_rng(1)) for style in synth.CANVAS_STYLES]
-    inputs = [preprocess.to_mnist_image(v).astype(float) for v in variants]
+    inputs = [preprocess.to_mnist(v).astype(float) for v in variants]
     for other in inputs[1:]:
         assert np.abs(inputs[0] - other).mean() < 6  # gray levels out of 255
 
@@ -61,7 +61,7 @@ def test_polarity_and_transparency_do_not_change_what_the_model_sees(mnist_test)
 def test_a_small_digit_in_a_corner_is_found_and_centred(mnist_test):
     canvas = np.zeros((400, 400), np.float32)
     canvas[10:60, 330:380] = synth.pen_ink(mnist_test.images[0], 36, 0)[:50, :50]
-    x = preprocess.to_mnist_image((canvas * 255).astype(np.uint8))
+    x = preprocess.to_mnist((canvas * 255).astype(np.uint8))
     cy, cx = ndimage.center_of_mass(x.astype(float))
     assert abs(cy - 14) < 1.5 and abs(cx - 14) < 1.5
 
@@ -72,22 +72,22 @@ def test_uneven_lighting_of_a_photo_is_removed(mnist_test):
     h, w = ink.shape
     lighting = np.linspace(0.35, 0.95, w)[None, :] * np.ones((h, 1))
     photo = lighting * (1 - 0.8 * ink) + np.random.default_rng(0).normal(0, 0.02, (h, w))
-    clean = preprocess.to_mnist_image((np.clip(1 - ink, 0, 1) * 255).astype(np.uint8)).astype(float)
-    seen = preprocess.to_mnist_image((np.clip(photo, 0, 1) * 255).astype(np.uint8)).astype(float)
+    clean = preprocess.to_mnist((np.clip(1 - ink, 0, 1) * 255).astype(np.uint8)).astype(float)
+    seen = preprocess.to_mnist((np.clip(photo, 0, 1) * 255).astype(np.uint8)).astype(float)
     assert np.abs(clean - seen).mean() < 12
 
 
 def test_jpeg_and_webp_are_read(mnist_test):
     image = Image.open(io.BytesIO(draw_digit(mnist_test))).convert("RGB")
     for fmt in ("JPEG", "WEBP"):
-        assert preprocess.to_mnist_image(png(image, fmt)) is not None
+        assert preprocess.to_mnist(png(image, fmt)) is not None
 
 
 @pytest.mark.parametrize("size", [(4097, 10), (10, 4097), (4001, 4001), (20000, 20000)])
 def test_images_over_the_size_limit_are_refused_before_decoding(size):
     bomb = png(Image.new("1", size, 0), optimize=True)  # a few kilobytes that would inflate to megapixels
     with pytest.raises(PreprocessError, match="limit is 4096 px a side and 16 megapixels"):
-        preprocess.load_gray(bomb)
+        preprocess.decode(bomb)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -97,31 +97,31 @@ def test_images_over_the_size_limit_are_refused_before_decoding(size):
 ])
 def test_unreadable_bytes_get_a_clear_error(data, message):
     with pytest.raises(PreprocessError, match=message):
-        preprocess.load_gray(data)
+        preprocess.decode(data)
 
 
 def test_truncated_png_is_refused(mnist_test):
     data = draw_digit(mnist_test)
     with pytest.raises(PreprocessError, match="damaged or truncated|cannot be read"):
-        preprocess.load_gray(data[: len(data) // 2])
+        preprocess.decode(data[: len(data) // 2])
 
 
 def test_tiff_and_gif_are_refused():
     for fmt in ("TIFF", "GIF"):
         with pytest.raises(PreprocessError, match="not a PNG, JPEG or WebP"):
-            preprocess.load_gray(png(Image.new("L", (50, 50), 255), fmt))
+            preprocess.decode(png(Image.new("L", (50, 50), 255), fmt))
 
 
 def test_animated_png_is_refused():
     frames = [Image.new("L", (40, 40), c) for c in (0, 255)]
     data = png(frames[0], save_all=True, append_images=frames[1:])
     with pytest.raises(PreprocessError, match="animated"):
-        preprocess.load_gray(data)
+        preprocess.decode(data)
 
 
 def test_missing_path_is_named(tmp_path):
     with pytest.raises(PreprocessError, match="nope.png: no such file"):
-        preprocess.load_gray(tmp_path / "nope.png")
+        preprocess.decode(tmp_path / "nope.png")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -135,7 +135,7 @@ def test_missing_path_is_named(tmp_path):
 ))  # float elements include NaN, infinities and extremes by default
 def test_any_array_gives_an_input_or_a_clear_error(array):
     try:
-        out = preprocess.to_mnist_image(array)
+        out = preprocess.to_mnist(array)
     except PreprocessError:
         return
     assert out is None or (out.shape == (28, 28) and out.dtype == np.uint8)
@@ -147,7 +147,7 @@ def test_nan_and_infinity_are_refused_not_propagated(values):
     array = np.array(values + [np.nan], np.float32)[: (len(values) + 1) // 2 * 2].reshape(2, -1)
     if not np.isfinite(array).all():
         with pytest.raises(PreprocessError, match="NaN or infinite"):
-            preprocess.to_mnist_image(array)
+            preprocess.to_mnist(array)
 
 
 def test_touching_slanted_digits_are_split_round_their_strokes_not_through_them():
@@ -164,7 +164,7 @@ def test_touching_slanted_digits_are_split_round_their_strokes_not_through_them(
     box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     assert not any(ndimage.label(box[:, :c])[1] == 1 and ndimage.label(box[:, c:])[1] == 1
                    for c in range(1, box.shape[1])), "no straight cut separates them"
-    bounds = preprocess._cut_paths(box, 2)
+    bounds = segment._cut_paths(box, 2)
     columns = np.arange(box.shape[1])[None, :]
     left = box & (columns < bounds[1][:, None])
     right = box & (columns >= bounds[1][:, None])
@@ -204,7 +204,7 @@ def test_the_number_path_and_the_digit_path_keep_the_same_strokes():
     mask = np.zeros((60, 80), bool)
     mask[10:40, 10:14] = mask[10:40, 50:56] = True  # two strokes
     mask[50, 75] = True  # a speck
-    labels, slices, areas = preprocess._significant_components(mask)
+    labels, slices, areas = segment._significant_components(mask)
     assert np.array_equal(labels > 0, preprocess._keep_significant(mask))
     assert list(areas) == [30 * 4, 30 * 6] and [s[1].start for s in slices] == [10, 50]
 

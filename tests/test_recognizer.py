@@ -16,7 +16,7 @@ def test_predict_mnist_on_the_test_set_matches_the_card(recognizer, mnist_test):
     probs = recognizer.predict_mnist(mnist_test.images)
     assert probs.shape == (10_000, 10) and probs.dtype == np.float32
     accuracy = (probs.argmax(1) == mnist_test.labels).mean()
-    assert accuracy == pytest.approx(recognizer.card.metrics["test"]["accuracy"], abs=1e-9)
+    assert accuracy == pytest.approx(recognizer.card.metrics.test.accuracy, abs=1e-9)
 
 
 def test_shipped_model_is_the_default():
@@ -95,7 +95,7 @@ def test_the_refusal_score_comes_from_the_model_graph(recognizer, mnist_test):
 def test_scribbles_and_letters_are_often_refused(recognizer):
     predictions = recognizer.predict_many(synth.non_digit_set(80, seed=5))
     refused = np.mean([not p.is_digit for p in predictions])
-    assert refused >= recognizer.card.not_digit["rendered_non_digits_refused"] - 0.15
+    assert refused >= recognizer.card.not_digit.rendered_non_digits_refused - 0.15
     assert all(p.digit is None for p in predictions if not p.is_digit)
 
 
@@ -179,7 +179,7 @@ def test_read_number_keeps_a_narrow_one_beside_its_neighbour(recognizer, mnist_t
 
 def test_best_chain_scores_each_candidate_with_its_own_reading():
     # Candidates arrive in segmentation's order, not sorted by where they end; each keeps its own reading.
-    from digitrecognizer.preprocess import Candidate
+    from digitrecognizer.segment import Candidate
     from digitrecognizer.recognizer import NumberScoring, Prediction, best_chain
 
     def reading(digit: int, confidence: float) -> list[Prediction]:
@@ -196,8 +196,8 @@ def test_best_chain_scores_each_candidate_with_its_own_reading():
 
 def test_the_shipped_int8_graph_reads_like_the_float32_one(recognizer, mnist_test):
     int8 = Recognizer(precision="int8")
-    assert int8.card.quantization["precision"] == "int8"
-    assert int8.card.training["config"] == Recognizer().card.training["config"]  # the same network and run
+    assert int8.card.quantization.precision == "int8"
+    assert int8.card.training.config == Recognizer().card.training.config  # the same network and run
     images = mnist_test.images[:2000]
     agree = (int8.predict_mnist(images).argmax(1) == Recognizer().predict_mnist(images).argmax(1)).mean()
     assert agree > 0.998

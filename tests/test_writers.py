@@ -71,7 +71,7 @@ def test_renderings_are_seeded_and_reach_the_model_as_28x28_inputs(writers_dir):
     c = writers.load_collection("pendigits", writers_dir).subset(np.arange(20))
     a, b = writers.canvas_pngs(c, seed=3), writers.canvas_pngs(c, seed=3)
     assert a == b
-    inputs = [preprocess.to_mnist_image(png) for png in a]
+    inputs = [preprocess.to_mnist(png) for png in a]
     assert all(x is not None and x.shape == (28, 28) and x.max() == 255 for x in inputs)
 
 

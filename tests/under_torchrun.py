@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from digitrecognizer import distributed, train
+from digitrecognizer import distributed, recipes, train
 
 
 def fit(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def fit(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt  # on every process at the same step, as a Ctrl-C is obeyed
 
     try:
-        train.fit(train.TrainConfig.from_dict(json.loads(args.config)), args.out, args.data_dir, resume=args.resume,
+        train.fit(recipes.TrainConfig.from_dict(json.loads(args.config)), args.out, args.data_dir, resume=args.resume,
                   on_step=stop_at, progress=False, command="tests/under_torchrun.py fit")
     except KeyboardInterrupt:
         return 130

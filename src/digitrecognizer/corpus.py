@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from . import negatives, preprocess, styles, writers
+from .constants import NOT_A_DIGIT
 from .data import MnistSplit
+from .files import atomic_write
 
 log = logging.getLogger(__name__)
 
-NOT_A_DIGIT = 10  # the label of the eleventh output
 CORPUS_VERSION = 1  # bump when a generator changes: cached inputs of another version are not reused
 
 
@@ -94,10 +95,7 @@ def _cached(config: CorpusConfig, part: str, build) -> MnistSplit:
         with np.load(path) as npz:
             return MnistSplit(npz["images"], npz["labels"])
     split = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, images=split.images, labels=split.labels)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez_compressed(f, images=split.images, labels=split.labels))
     return split
 
 

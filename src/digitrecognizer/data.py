@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .card import sha256_file
+from .files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,34 @@ def load_split(data_dir: str | os.PathLike | None, split: str, verify: bool = Tr
         )
     if len(images) != count:
         log.warning("%s: %d images, the standard %s split has %d", image_path.name, len(images), split, count)
-    if labels.size and labels.max() > 9:
-        raise DataError(f"{label_path.name}: label {int(labels.max())} is outside 0..9")
+    check_labels(labels, label_path.name)
     return MnistSplit(images=images, labels=labels.astype(np.int64))
+
+
+def check_labels(labels: np.ndarray, source: str) -> None:
+    """Refuse labels outside 0..9, naming where they came from."""
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+        raise DataError(f"{source}: label {bad} is outside 0..9 (labels must be 0..9)")
+
+
+def concatenate(splits: list[MnistSplit]) -> MnistSplit:
+    return MnistSplit(np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits]))
+
+
+def load_extra_data(path: Path) -> MnistSplit:
+    """Extra training examples from an NPZ with `images` (N, 28, 28) uint8 and `labels` (N,) in 0..9."""
+    try:
+        with np.load(path) as npz:
+            images, labels = npz["images"], npz["labels"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"{path}: not an NPZ with 'images' and 'labels' ({err}); "
+                        "write one with `digitrecognizer feedback export`") from err
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8 or len(images) != len(labels):
+        raise DataError(f"{path}: expected images (N, 28, 28) uint8 and N labels, got {images.shape} "
+                        f"{images.dtype} and {labels.shape}")
+    check_labels(labels, str(path))
+    return MnistSplit(images, labels)
 
 
 def warn_on_checksum_mismatch(*paths: Path) -> None:

@@ -109,7 +109,7 @@ def joined(processes: Processes) -> Iterator[None]:
         if created:
             # Leave together. The other ranks finish before the first one, which still writes checkpoints; a rank
             # that tears the group down while its peer is busy can be aborted by gloo at exit ("terminate called
-            # without an active exception", seen once in CI). (After Ctrl-C, _fit has already waited for all.)
+            # without an active exception"). (After Ctrl-C, the trainer has already waited for all.)
             dist.barrier()
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -16,17 +16,25 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 1
     return np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Equal-width confidence bins; the gap |accuracy - confidence| weighted by each bin's share (Guo et al.)."""
+def confidence_bins(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, images) of each non-empty equal-width bin of the top probability."""
     confidence = probs.max(1)
     correct = probs.argmax(1) == labels
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
+    out = []
     for b in range(bins):
         in_bin = which == b
         if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+            out.append((confidence[in_bin].mean(), correct[in_bin].mean(), int(in_bin.sum())))
+    return out
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """The gap |accuracy - confidence| of each bin, weighted by the bin's share of the images (Guo et al.)."""
+    ece = 0.0
+    for confidence, accuracy, count in confidence_bins(probs, labels, bins):
+        ece += count / len(labels) * abs(accuracy - confidence)
     return float(ece)
 
 
@@ -156,16 +164,7 @@ def plot_class_distribution(counts: dict[str, np.ndarray], path: Path) -> None:
 
 def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: Path, bins: int = ECE_BINS) -> None:
     plt = _style()
-    confidence, correct = probs.max(1), probs.argmax(1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    centres, accs, counts = [], [], []
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            centres.append(confidence[m].mean())
-            accs.append(correct[m].mean())
-            counts.append(m.sum())
+    centres, accs, counts = zip(*confidence_bins(probs, labels, bins))
     fig, ax = plt.subplots(figsize=(5, 4.4))
     ax.plot([0, 1], [0, 1], color=NEON["muted"], ls="--", lw=1, label="perfect calibration")
     ax.plot(centres, accs, marker="o", color=NEON["pink"], label="model")
@@ -189,7 +188,7 @@ def write_report(out_dir: Path, card, test_images: np.ndarray, test_labels: np.n
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = compute_metrics(probs, test_labels)
     predicted = probs.argmax(1)
-    history = card.training.get("history", [])
+    history = card.training.history
     if history:
         plot_training_curves(history, out_dir / "training_curves.png")
     plot_confusion(np.array(metrics["confusion_matrix"]), out_dir / "confusion_matrix.png")
@@ -227,23 +226,22 @@ def _report_markdown(card, m: dict, has_history: bool, extra_sections: list[str]
         f"| accuracy | **{m['accuracy']:.2%}** ({m['errors']} errors) |",
         f"| top-3 accuracy | {m['top3_accuracy']:.2%} |",
         f"| macro precision / recall / F1 | {m['macro_precision']:.4f} / {m['macro_recall']:.4f} / {m['macro_f1']:.4f} |",
-        f"| expected calibration error (15 bins) | {m['ece']:.2%} (temperature {card.temperature:.3f}) |",
+        f"| expected calibration error ({ECE_BINS} bins) | {m['ece']:.2%} (temperature {card.temperature:.3f}) |",
         f"| negative log-likelihood | {m['nll']:.4f} |",
     ]
-    if t:
+    if t.epochs:
         lines += [
-            f"| training | {t.get('epochs')} epochs, {t.get('seconds', 0) / 60:.1f} min on "
-            f"{t.get('environment', {}).get('cpus', '?')} CPU cores |",
-            f"| best validation accuracy | {t.get('best_val_acc', float('nan')):.2%} |",
-            "", f"Trained with `{t.get('command', '?')}`.",
+            f"| training | {t.epochs} epochs, {t.seconds / 60:.1f} min on {t.environment.get('cpus', '?')} CPU cores |",
+            f"| best validation accuracy | {t.best_val_acc:.2%} |",
+            "", f"Trained with `{t.command or '?'}`.",
         ]
-    if card.not_digit:
-        nd = card.not_digit
-        novelty = f" or novelty > {nd['max_novelty']}" if "max_novelty" in nd else ""
-        output = f" or the not-a-digit output > {nd['max_not_digit']}" if "max_not_digit" in nd else ""
-        lines += ["", f"Not a digit when the top probability < {nd['min_confidence']}{novelty}{output} "
-                      f"(accepts {nd['validation_digits_accepted']:.2%} of validation digits, refuses "
-                      f"{nd['rendered_non_digits_refused']:.1%} of {nd['rendered_non_digits']} rendered non-digits)."]
+    nd = card.not_digit
+    if nd.validation_digits_accepted is not None:
+        novelty = f" or novelty > {nd.max_novelty}" if nd.max_novelty is not None else ""
+        output = f" or the not-a-digit output > {nd.max_not_digit}" if nd.max_not_digit < 1 else ""
+        lines += ["", f"Not a digit when the top probability < {nd.min_confidence}{novelty}{output} "
+                      f"(accepts {nd.validation_digits_accepted:.2%} of validation digits, refuses "
+                      f"{nd.rendered_non_digits_refused:.1%} of {nd.rendered_non_digits} rendered non-digits)."]
     lines += ["", "## Per class", "", "| digit | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for c, v in m["per_class"].items():
         lines.append(f"| {c} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |")
@@ -271,8 +269,8 @@ def evaluate(model: str | Path | None, out_dir: Path, data_dir: Path | None) -> 
         train_labels = data.load_split(data_dir, "train", verify=False).labels
     except data.DataError:
         train_labels = None
-    extra = styles_section(recognizer, Path(out_dir)) if recognizer.card.training.get("config", {}).get(
-        "corpus", {}).get("styles") else []
+    corpus = recognizer.card.training.config.get("corpus", {})
+    extra = styles_section(recognizer, Path(out_dir)) if corpus.get("styles") else []
     return write_report(out_dir, recognizer.card, test.images, test.labels, probs, train_labels, extra)
 
 

@@ -1,16 +1,16 @@
-"""Network definitions and their registry: `ours` (the shipped CNN) and `seed` (the original Keras architecture)."""
+"""Network definitions and their registry, `ours` (the shipped CNN) and `seed` (the original Keras architecture),
+and how a batch of images goes into them (torch)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-# Inputs are MNIST-style 28x28 images scaled to [0, 1] and then normalised with these statistics
-# (the MNIST training-set mean and std); the model card carries them so inference never hard-codes them.
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+from .constants import DIGITS, MNIST_MEAN, MNIST_STD
 
 
 @dataclass
@@ -111,3 +111,29 @@ def create_model(name: str, **overrides) -> tuple[nn.Module, dict]:
     config_cls, net_cls = MODELS[name]
     config = config_cls(**overrides)
     return net_cls(config), asdict(config)
+
+
+def unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float in [0, 1]."""
+    return images.float().div_(255)
+
+
+def to_unit_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float (N, 1, 28, 28) in [0, 1]."""
+    return unit_range(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1))
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """What the networks take: pixels in [0, 1] standardised with MNIST's statistics."""
+    return (x - MNIST_MEAN) / MNIST_STD
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for uint8 (N, 28, 28) images, in eval mode."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalize(to_unit_tensor(images[i : i + batch_size])).contiguous(memory_format=torch.channels_last)
+        out.append(model(x))
+    return torch.cat(out) if out else torch.empty(0, DIGITS)

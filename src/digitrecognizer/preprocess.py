@@ -1,4 +1,4 @@
-"""Preprocessing: any image -> the MNIST-style 28x28 input (ink found, cropped, scaled, centred) and digit segmentation."""
+"""Preprocessing: any image -> the MNIST-style 28x28 input (decoded, ink found, cropped, scaled, centred) (numpy, Pillow)."""
 
 from __future__ import annotations
 
@@ -39,14 +39,6 @@ class ImageTooLarge(PreprocessError):
 class Limits:
     max_side_px: int = 4096
     max_pixels: int = 16_000_000
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One segmented digit: its MNIST-style input and its box (left, top, right, bottom) in input pixels."""
-
-    input28: np.ndarray
-    box: tuple[int, int, int, int]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,13 +136,9 @@ def _array_to_luminance(array: np.ndarray) -> np.ndarray:
     return gray
 
 
-def load_gray(image, limits: Limits = Limits()) -> np.ndarray:
-    """Path, bytes, PIL image or numpy array -> float32 luminance (H, W) in [0, 1], at most 512 px a side."""
-    return decode(image, limits)[0]
-
-
 def decode(image, limits: Limits = Limits()) -> tuple[np.ndarray, float]:
-    """Like `load_gray`, also returning the scale from working pixels back to the input's pixels."""
+    """Path, bytes, PIL image or numpy array -> (float32 luminance (H, W) in [0, 1], at most 512 px a side; the
+    scale from those working pixels back to the input's pixels)."""
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
@@ -217,7 +205,7 @@ def _ink_and_box(gray: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice] | No
         else:
             board = ndimage.uniform_filter(ndimage.minimum_filter(gray, size=size), size=size)
             ink = np.clip(gray - board, 0.0, 1.0)
-    box = _bounding_box(ink > 0.0)
+    box = bounding_box(ink > 0.0)
     inside = ink[box] if box is not None else ink  # a view: what is done to it is done to the ink
     peak = float(inside.max())
     if peak < 0.15:  # no contrast anywhere: a blank page, whatever its colour
@@ -241,7 +229,7 @@ def _ink_and_box(gray: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice] | No
 
 def _quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     """np.quantile's default (linear) method, from one partial sort: np.percentile and np.median spend more time
-    in their Python set-up than in the sorting, on arrays this small and at 2 ms per canvas."""
+    in their Python set-up than in the sorting, on arrays this small, and this runs for every canvas."""
     values = values.ravel()
     positions = [q * (values.size - 1) for q in qs]
     lows = [int(p) for p in positions]
@@ -274,11 +262,11 @@ def _otsu(values: np.ndarray, bins: int = 64, zeros: int = 0) -> float:
 EIGHT_CONNECTED = np.ones((3, 3), bool)  # diagonal neighbours belong together: thin slanted strokes
 
 
-def _label_in_box(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray] | None:
+def label_in_box(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray] | None:
     """Components labelled within the ink's bounding box only (the same components, in a fraction of the
     pixels): (box, labels in the box, areas, which are significant), or None without ink. Specks, components
     smaller than 2% of the largest (dust, sensor noise, stray dots), are not significant."""
-    box = _bounding_box(mask)
+    box = bounding_box(mask)
     if box is None:
         return None
     labels, count = ndimage.label(mask[box], structure=EIGHT_CONNECTED)
@@ -288,7 +276,7 @@ def _label_in_box(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray, np
 
 def _keep_significant(mask: np.ndarray) -> np.ndarray:
     """The mask without specks."""
-    labelled = _label_in_box(mask)
+    labelled = label_in_box(mask)
     if labelled is None:
         return mask
     box, labels, _, significant = labelled
@@ -299,21 +287,7 @@ def _keep_significant(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _significant_components(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, slice]], np.ndarray]:
-    """The components of the mask without specks, labelled once: (labels over the whole image, each one's
-    slices, each one's area), component i being label i + 1, in raster order."""
-    labels = np.zeros(mask.shape, np.int32)
-    labelled = _label_in_box(mask)
-    if labelled is None:
-        return labels, [], np.zeros(0, np.int64)
-    box, local, areas, significant = labelled
-    renumber = np.zeros(len(areas) + 1, np.int32)
-    renumber[1:][significant] = np.arange(1, significant.sum() + 1)
-    labels[box] = renumber[local]
-    return labels, ndimage.find_objects(labels), areas[significant]
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if len(rows) == 0:
         return None
@@ -321,8 +295,8 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
 
 
 # Binary dilation and erosion by the 4-neighbour cross (scipy.ndimage's default structure), done with shifted
-# slices: the same result as ndimage.binary_dilation / binary_erosion (border_value=0) at about a tenth of the
-# cost on a digit-sized mask, which matters at 2 ms per canvas.
+# slices: the same result as ndimage.binary_dilation / binary_erosion (border_value=0) at a fraction of the
+# cost on a digit-sized mask, which matters because it runs for every canvas.
 def _dilate_cross(mask: np.ndarray) -> np.ndarray:
     out = mask.copy()
     out[1:] |= mask[:-1]
@@ -354,9 +328,9 @@ def _stroke_width(mask: np.ndarray) -> float:
     return float(2.0 * area / max(edge.sum(), 1))
 
 
-def mnist_from_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-    """Crop to the ink's box, fix extreme stroke widths, scale the longer side to 20 px, centre by mass in 28x28."""
-    box = _bounding_box(mask)
+def normalize_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """The (28, 28) uint8 input of the ink under `mask`: crop to the mask's box, fix extreme stroke widths, scale the longer side to 20 px, centre by mass in 28x28."""
+    box = bounding_box(mask)
     if box is None:
         return None
     crop_mask = mask[box]
@@ -396,176 +370,24 @@ def mnist_from_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     return np.round(out * 255).astype(np.uint8)
 
 
-def _near_blank(ink_pixels: int, image_pixels: int) -> bool:
+def near_blank(ink_pixels: int, image_pixels: int) -> bool:
     """A dot or a few pixels of noise is not a drawing."""
     return ink_pixels < max(4, 0.0005 * image_pixels)
 
 
-def to_mnist(gray: np.ndarray) -> np.ndarray | None:
-    """Luminance (from `load_gray`) -> (28, 28) uint8 MNIST-style input, or None when there is no ink."""
-    ink, box = _ink_and_box(gray)
+def to_mnist(image, limits: Limits = Limits()) -> np.ndarray | None:
+    """Any image (path, bytes, PIL image or numpy array, such as an ink map in [0, 1]) -> its (28, 28) uint8
+    MNIST-style input, or None when there is no ink."""
+    ink, box = _ink_and_box(decode(image, limits)[0])
     if box is None:
         return None
     # Everything from here on sees the ink's box only: the same crop, found in a fraction of the pixels.
     mask = _keep_significant(ink[box] > 0.25)
-    if _near_blank(int(mask.sum()), ink.size):
+    if near_blank(int(mask.sum()), ink.size):
         return None
-    return mnist_from_ink(ink[box], mask)
+    return normalize_ink(ink[box], mask)
 
 
-def to_mnist_image(image, limits: Limits = Limits()) -> np.ndarray | None:
-    """Convenience: any image straight to its 28x28 input (None when blank)."""
-    return to_mnist(load_gray(image, limits))
-
-
-# ----------------------------------------------------------------------------------------------
-# Segmentation of numbers
-
-
-def _group_columns(boxes: list[tuple[int, int, int, int]]) -> list[list[int]]:
-    """Group components that overlap horizontally: the detached bar of a 5 or the parts of a broken 4 belong
-    to the digit beneath or beside them, while separate digits sit side by side."""
-    order = sorted(range(len(boxes)), key=lambda i: boxes[i][0])
-    groups: list[list[int]] = []
-    spans: list[list[int]] = []
-    for i in order:
-        left, _, right, _ = boxes[i]
-        if groups:
-            g_left, g_right = spans[-1]
-            overlap = min(right, g_right) - max(left, g_left)
-            narrower = min(right - left, g_right - g_left)
-            if overlap > 0.4 * narrower:
-                groups[-1].append(i)
-                spans[-1] = [min(left, g_left), max(right, g_right)]
-                continue
-        groups.append([i])
-        spans.append([left, right])
-    return groups
-
-
-SIDE_STEP_COST = 0.3  # a cut path's cost for moving one column sideways, in pixels of ink crossed
-
-
-def _cut_paths(mask: np.ndarray, count: int) -> list[np.ndarray]:
-    """Boundaries that split the ink of `count` touching digits (mask: the atom's box): for each boundary, the
-    column on every row of a top-to-bottom path that crosses the least ink, moving at most one column per
-    row, searched within 30% of a digit's width of an even split. Where slanted digits lean into each other a
-    straight cut slices through both; the path goes round the strokes and crosses only where they touch.
-    Returns count + 1 boundaries (the first all 0, the last all the width), or [] when they don't fit."""
-    height, width = mask.shape
-    ink = mask.astype(np.float32)
-    bounds = [np.zeros(height, np.int64)]
-    for k in range(1, count):
-        centre = k * width / count
-        lo = max(int(centre - 0.3 * width / count), int(bounds[-1].max()) + 2)
-        hi = min(int(centre + 0.3 * width / count) + 1, width - 2)
-        if hi <= lo:
-            return []
-        cost = ink[:, lo:hi]
-        total = cost[0].copy()
-        moves = np.zeros((height, hi - lo), np.int8)  # -1, 0, +1: where each row's best path came from
-        for r in range(1, height):
-            from_left = np.concatenate([[np.inf], total[:-1]]) + SIDE_STEP_COST
-            from_right = np.concatenate([total[1:], [np.inf]]) + SIDE_STEP_COST
-            options = np.stack([from_left, total, from_right])
-            step = options.argmin(0)
-            total = options[step, np.arange(hi - lo)] + cost[r]
-            moves[r] = step - 1
-        column = np.empty(height, np.int64)
-        column[-1] = int(np.argmin(total))
-        for r in range(height - 1, 0, -1):
-            column[r - 1] = column[r] + moves[r, column[r]]
-        bounds.append(column + lo)
-    bounds.append(np.full(height, width, np.int64))
-    return bounds
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One way to read the atoms[start:stop] of a number: as these digits (pieces)."""
-
-    start: int
-    stop: int
-    pieces: list[Piece]
-
-
-@dataclass(frozen=True)
-class Atom:
-    """Ink that certainly belongs together: connected strokes, plus strokes above or below them."""
-
-    mask: np.ndarray
-    left: int
-    top: int
-    right: int
-    bottom: int
-
-
-MAX_ATOMS_PER_DIGIT = 3  # a digit drawn in up to three separate strokes side by side (a broken 0, an open 4)
-MAX_DIGITS_PER_ATOM = 4  # touching digits: at most four joined in one stroke
-MIN_DIGIT_WIDTH = 0.55  # a split is only proposed if each piece would be at least this wide (share of height)
-MAX_GAP = 0.2  # strokes of one digit are at most this far apart (share of the digit's height)
-
-
-def _piece(ink: np.ndarray, mask: np.ndarray, scale: float) -> Piece | None:
-    input28 = mnist_from_ink(ink, mask)
-    if input28 is None:
-        return None
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-    return Piece(input28, tuple(int(round(v * scale)) for v in box))
-
-
-def segment_digits(gray: np.ndarray, scale: float = 1.0) -> tuple[int, list[Candidate]]:
-    """Candidate readings of a number written side by side; returns (number of atoms, candidates).
-
-    Atoms are strokes grouped by horizontal overlap (the detached bar of a 5 joins its body). A digit may
-    still be several atoms (a 0 drawn in two arcs) and an atom several digits (touching digits), so each
-    run of up to three neighbouring atoms that is narrow enough becomes a one-digit candidate, and each atom
-    wide enough becomes 2-4 digit candidates split at the columns of least ink. The recognizer scores the
-    candidates and keeps the best chain (`Recognizer.read_number`). Boxes are in the caller's pixels (`scale`)."""
-    ink = ink_map(gray)
-    labels, slices, areas = _significant_components(ink > 0.25)
-    if _near_blank(int(areas.sum()), ink.size):
-        return 0, []
-    boxes = [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices]
-    grouped = _group_columns(boxes)
-    largest = max(sum(areas[i] for i in g) for g in grouped)
-    atoms = []
-    for group in grouped:
-        if sum(areas[i] for i in group) < 0.1 * largest:
-            continue  # a stray dot or tick beside the number, not a digit
-        atom_mask = np.zeros(labels.shape, bool)
-        for i in group:
-            atom_mask[slices[i]] |= labels[slices[i]] == i + 1
-        atoms.append(Atom(atom_mask, min(boxes[i][0] for i in group), min(boxes[i][1] for i in group),
-                          max(boxes[i][2] for i in group), max(boxes[i][3] for i in group)))
-    typical_height = float(np.median([a.bottom - a.top for a in atoms]))
-    candidates = []
-    for start in range(len(atoms)):
-        for stop in range(start + 1, min(start + MAX_ATOMS_PER_DIGIT, len(atoms)) + 1):
-            run = atoms[start:stop]
-            left, right = run[0].left, run[-1].right
-            height = max(max(a.bottom for a in run) - min(a.top for a in run), typical_height)
-            if stop - start > 1 and (right - left > 1.1 * height or run[-1].left - run[-2].right > MAX_GAP * height):
-                break  # too wide, or too far apart, to be one digit
-            run_mask = run[0].mask if len(run) == 1 else np.logical_or.reduce([a.mask for a in run])
-            piece = _piece(ink, run_mask, scale)
-            if piece is not None:
-                candidates.append(Candidate(start, stop, [piece]))
-        atom = atoms[start]
-        width, height = atom.right - atom.left, max(atom.bottom - atom.top, typical_height)
-        box = (slice(atom.top, atom.bottom), slice(atom.left, atom.right))
-        atom_box = atom.mask[box]
-        columns = np.arange(width)[None, :]
-        for count in range(2, MAX_DIGITS_PER_ATOM + 1):
-            if width < MIN_DIGIT_WIDTH * count * height:
-                break  # too narrow for this many digits side by side
-            bounds = _cut_paths(atom_box, count)
-            pieces = []
-            for left, right in zip(bounds[:-1], bounds[1:]):
-                part = np.zeros(labels.shape, bool)
-                part[box] = atom_box & (columns >= left[:, None]) & (columns < right[:, None])
-                pieces.append(_piece(ink, part, scale))
-            if len(pieces) == count and all(pieces):
-                candidates.append(Candidate(start, start + 1, pieces))
-    return len(atoms), candidates
+def to_graph_input(images28: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) uint8 inputs -> (N, 1, 28, 28) float32 in [0, 1], what the exported graph takes."""
+    return np.asarray(images28).astype(np.float32)[:, None] / 255.0

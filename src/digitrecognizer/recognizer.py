@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import onnxruntime as ort
 
-from . import preprocess
+from . import preprocess, segment
 from .card import SHIPPED_GRAPHS, ModelCard, ModelError, load_card
 
 
@@ -53,13 +53,12 @@ class NumberScoring:
 
     # Each digit's log-confidence counts, but calibrated confidence alone favours merging: strokes of two
     # digits read as one are often still read confidently, and one term beats two. Novelty (distance from
-    # every digit class) is what gives a merged "16" away: about 3.5 against 0.2-1 for real digits.
+    # every digit class) is what gives a merged "16" away: it sits far from every digit, real digits near one.
     novelty_weight: float = 0.5
     digit_prior_log: float = 0.5  # added per digit; > 0 favours more, smaller digits
     not_digit_log: float = -1.0  # added when a candidate is not digit-like at all
     # In a number a mark counts as a digit up to this multiple of the single-digit novelty limit: the person
-    # said they wrote digits, and pieces cut from a number sit further from MNIST than a digit drawn alone
-    # (on validation numbers, a factor of 1.25 or more turned 0.7% of numbers from '?' into right readings).
+    # said they wrote digits, and pieces cut from a number sit further from MNIST than a digit drawn alone.
     # All four values sit inside the plateau of best settings that tune_segmentation.py prints.
     novelty_limit_factor: float = 1.5
 
@@ -91,7 +90,7 @@ class Recognizer:
     >>> rec.predict("digit.png").digit          # any image: path, bytes, PIL image or array
     >>> rec.read_number(canvas_png).text        # several digits side by side
     >>> rec.predict_mnist(images)               # (N, 28, 28) uint8 MNIST-format -> (N, 10) probabilities
-    >>> Recognizer(precision="int8", threads=2)  # the shipped int8 graph: twice the batch throughput
+    >>> Recognizer(precision="int8", threads=2)  # the shipped int8 graph: faster on batches
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None,
@@ -107,10 +106,9 @@ class Recognizer:
         self.card, onnx_path = load_card(model)
         options = ort.SessionOptions()
         # One thread per model call. Single images are latency-bound, and one intra-op thread avoids thread
-        # hand-off costs (measured: faster for batch 1); a server gets its parallelism from concurrent requests,
-        # and `threads` > 1 runs that many batches at once (ONNX Runtime releases the GIL). On a shared host
-        # that beats intra-op threads, which wait at every operator for the slowest of them: the int8 graph
-        # ran 18,100-21,500 images/s that way against 15,800-19,100 with 2 intra-op threads, in alternating rounds.
+        # hand-off costs; a server gets its parallelism from concurrent requests, and `threads` > 1 runs that many
+        # batches at once (ONNX Runtime releases the GIL). On a shared host that beats intra-op threads, which wait
+        # at every operator for the slowest of them (benchmarks/speed.py).
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self.threads = max(1, threads or 1)
@@ -120,20 +118,29 @@ class Recognizer:
         except Exception as err:  # onnxruntime raises its own untyped errors for damaged graphs
             raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it ({err})") from err
         self.input_name = self.session.get_inputs()[0].name
-        # Images per model call in predict_mnist. Measured with 2 threads (benchmarks/README.md): float32 runs best
-        # on large batches (11,000 images/s at 1,024, 10,500 at 256), the int8 kernels on batches that stay in
-        # cache (24,000 images/s at 256, 21,000 at 1,024).
-        self.batch_size = 256 if self.card.quantization.get("precision") == "int8" else 1024
+        # Images per model call in predict_mnist: float32 runs best on large batches, the int8 kernels on batches
+        # that stay in cache (benchmarks/speed.py).
+        self.batch_size = 256 if self.card.quantization.precision == "int8" else 1024
         self.temperature = float(self.card.temperature)
-        self.min_confidence = float(self.card.not_digit.get("min_confidence", 0.0))
-        self.max_novelty = float(self.card.not_digit.get("max_novelty", np.inf))
-        self.max_not_digit = float(self.card.not_digit.get("max_not_digit", 1.0))
         self.limits = limits or preprocess.Limits()
         self.number_scoring = number_scoring or NumberScoring()
 
     @property
     def version(self) -> str:
         return self.card.version
+
+    # The not-a-digit thresholds, as the card holds them.
+    @property
+    def min_confidence(self) -> float:
+        return self.card.not_digit.min_confidence
+
+    @property
+    def max_novelty(self) -> float:
+        return self.card.not_digit.novelty_limit()
+
+    @property
+    def max_not_digit(self) -> float:
+        return self.card.not_digit.max_not_digit
 
     # -- MNIST-format input ---------------------------------------------------------------------
 
@@ -147,7 +154,7 @@ class Recognizer:
             raise ValueError(f"predict_mnist takes (N, 28, 28) uint8 images, got shape {images.shape}")
         if len(images) == 0:
             return Scores(np.empty((0, 10), np.float32), np.empty(0, np.float32), np.empty(0, np.float32))
-        x = images.astype(np.float32)[:, None] / 255.0
+        x = preprocess.to_graph_input(images)
         step = min(batch_size, -(-len(x) // self.threads))  # every thread gets a share of a small input too
         chunks = [x[i : i + step] for i in range(0, len(x), step)]
         runs = self._pool.map(self._run, chunks) if self._pool and len(chunks) > 1 else map(self._run, chunks)
@@ -162,8 +169,7 @@ class Recognizer:
     def accepts(self, confidence: np.ndarray, novelty: np.ndarray, not_digit: np.ndarray,
                 max_novelty: float | None = None) -> np.ndarray:
         """Which inputs count as digits: confident, near the digits seen in training, and not called a non-digit."""
-        limit = self.max_novelty if max_novelty is None else max_novelty
-        return (confidence >= self.min_confidence) & (novelty <= limit) & (not_digit <= self.max_not_digit)
+        return self.card.not_digit.accepts(confidence, novelty, not_digit, max_novelty)
 
     def predict_mnist(self, images: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, 10) float32 for MNIST-format images (white on black, uint8)."""
@@ -195,7 +201,7 @@ class Recognizer:
 
     def predict_many(self, images: list) -> list[Prediction]:
         """Batched `predict`: one model call for all the non-blank inputs."""
-        inputs = [preprocess.to_mnist(preprocess.load_gray(im, self.limits)) for im in images]
+        inputs = [preprocess.to_mnist(im, self.limits) for im in images]
         present = [x for x in inputs if x is not None]
         predictions = iter(self.predict_inputs(present) if present else [])
         return [self._blank() if x is None else next(predictions) for x in inputs]
@@ -209,19 +215,19 @@ class Recognizer:
         atom_count, candidates, readings = self.read_candidates(image)
         return best_chain(atom_count, candidates, readings, self.number_scoring)
 
-    def read_candidates(self, image) -> tuple[int, list[preprocess.Candidate], list[list[Prediction]]]:
+    def read_candidates(self, image) -> tuple[int, list[segment.Candidate], list[list[Prediction]]]:
         """Segmentation's candidate digits and the model's reading of each of their pieces, in one batch."""
         gray, scale = preprocess.decode(image, self.limits)
-        atom_count, candidates = preprocess.segment_digits(gray, scale)
+        atom_count, candidates = segment.segment_digits(gray, scale)
         if not candidates:
             return 0, [], []
         pieces = [piece for c in candidates for piece in c.pieces]
-        max_novelty = self.max_novelty * self.number_scoring.novelty_limit_factor
+        max_novelty = self.card.not_digit.novelty_limit(self.number_scoring.novelty_limit_factor)
         predictions = iter(self.predict_inputs([p.input28 for p in pieces], [p.box for p in pieces], max_novelty))
         return atom_count, candidates, [[next(predictions) for _ in c.pieces] for c in candidates]
 
 
-def best_chain(atom_count: int, candidates: list[preprocess.Candidate], readings: list[list[Prediction]],
+def best_chain(atom_count: int, candidates: list[segment.Candidate], readings: list[list[Prediction]],
                scoring: NumberScoring) -> NumberReading:
     """The chain of candidates that covers atoms 0..atom_count with the highest total score."""
     best = [0.0] + [-np.inf] * atom_count

@@ -190,6 +190,37 @@ def digit_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int, style: 
     return [render_digit(images[i], rng, style) for i in idx], labels[idx]
 
 
+@dataclass(frozen=True)
+class DrawnDigits:
+    """MNIST digits drawn on canvases, the same number in each canvas style (style k drawn from seed + k)."""
+
+    pngs: list[bytes]
+    labels: np.ndarray  # (N,)
+    styles: np.ndarray  # (N,) index into CANVAS_STYLES
+
+    def preprocessed(self) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs (N, 28, 28) uint8, which preprocessing found blank): a blank drawing's input is zeros."""
+        return preprocessed(self.pngs)
+
+
+def drawn_digits(images: np.ndarray, labels: np.ndarray, per_style: int, seed: int) -> DrawnDigits:
+    """`per_style` of the digits drawn in each canvas style: what users send, for calibration, tests and benchmarks."""
+    pngs, drawn_labels = [], []
+    for k, style in enumerate(CANVAS_STYLES):
+        style_pngs, style_labels = digit_set(images, labels, per_style, seed + k, style)
+        pngs += style_pngs
+        drawn_labels.append(style_labels)
+    styles = np.concatenate([np.full(len(lab), k) for k, lab in enumerate(drawn_labels)])
+    return DrawnDigits(pngs, np.concatenate(drawn_labels), styles)
+
+
+def preprocessed(pngs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Drawings as the model sees them: (inputs (N, 28, 28) uint8, zeros where blank; which ones are blank)."""
+    inputs = [to_mnist(p) for p in pngs]
+    blank = np.array([x is None for x in inputs], bool)
+    return np.stack([np.zeros((28, 28), np.uint8) if x is None else x for x in inputs]), blank
+
+
 def non_digit_set(n: int, seed: int) -> list[bytes]:
     rng = np.random.default_rng(seed)
     return [render_non_digit(rng, style=CANVAS_STYLES[i % len(CANVAS_STYLES)]) for i in range(n)]

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .card import sha256_file
-from .data import DataError, resolve_data_dir
+from .data import DataError, check_labels, resolve_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ def _text_lines(path: Path) -> list[str]:
 def _check(path: Path, labels: np.ndarray, expected_counts: tuple[int, ...], sha256: str) -> None:
     if sha256_file(path) != sha256:
         log.warning("%s: sha256 differs from the published file; using it as given", path)
-    if len(labels) and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{path.name}: label {int(labels.max())} is outside 0..9")
+    check_labels(labels, path.name)
     counts = tuple(int(c) for c in np.bincount(labels, minlength=10))
     if counts != expected_counts:
         raise DataError(f"{path.name}: digit counts {counts} differ from the collection's {expected_counts}: "
