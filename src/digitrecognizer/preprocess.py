@@ -35,10 +35,19 @@ class ImageTooLarge(PreprocessError):
     """More pixels than the limits allow."""
 
 
+class TooManyMarks(PreprocessError):
+    """A number with more separate marks than the limits allow (each mark costs a few ms to read)."""
+
+
 @dataclass(frozen=True)
 class Limits:
+    """The work one image may cost: pixels decoded, and separate marks read as a number."""
+
     max_side_px: int = 4096
     max_pixels: int = 16_000_000
+    # A number's reading time grows with its marks (about 3 ms each): 32 is 16 digits of two strokes each,
+    # and stops a comb of hundreds of teeth from holding a worker for a second.
+    max_marks: int = 32
 
 
 @dataclass(frozen=True)
@@ -163,8 +172,9 @@ def decode(image, limits: Limits = Limits()) -> tuple[np.ndarray, float]:
         _check_size(*image.size, limits)
         scale = max(image.size) / min(max(image.size), WORK_MAX_SIDE_PX)
         if max(image.size) > WORK_MAX_SIDE_PX:
-            # Downscale in Pillow before converting: cheap, anti-aliased, and bounds all later work.
-            image = image.copy()
+            # Downscale in Pillow before converting: cheap, anti-aliased, and bounds all later work. Pillow's
+            # reduce() has no 16-bit kernels (scans are often 16-bit grayscale): widen those to 32-bit first.
+            image = image.convert("I") if image.mode.startswith("I;16") else image.copy()
             image.thumbnail((WORK_MAX_SIDE_PX, WORK_MAX_SIDE_PX), Image.Resampling.BOX)
         image = _pil_to_array(image)
     if not isinstance(image, np.ndarray):
@@ -515,14 +525,15 @@ def _piece(ink: np.ndarray, mask: np.ndarray, scale: float) -> Piece | None:
     return Piece(input28, tuple(int(round(v * scale)) for v in box))
 
 
-def segment_digits(gray: np.ndarray, scale: float = 1.0) -> tuple[int, list[Candidate]]:
+def segment_digits(gray: np.ndarray, scale: float = 1.0, max_marks: int | None = None) -> tuple[int, list[Candidate]]:
     """Candidate readings of a number written side by side; returns (number of atoms, candidates).
 
     Atoms are strokes grouped by horizontal overlap (the detached bar of a 5 joins its body). A digit may
     still be several atoms (a 0 drawn in two arcs) and an atom several digits (touching digits), so each
     run of up to three neighbouring atoms that is narrow enough becomes a one-digit candidate, and each atom
     wide enough becomes 2-4 digit candidates split at the columns of least ink. The recognizer scores the
-    candidates and keeps the best chain (`Recognizer.read_number`). Boxes are in the caller's pixels (`scale`)."""
+    candidates and keeps the best chain (`Recognizer.read_number`). Boxes are in the caller's pixels (`scale`).
+    More than `max_marks` atoms raise TooManyMarks before any of them is read."""
     ink = ink_map(gray)
     labels, slices, areas = _significant_components(ink > 0.25)
     if _near_blank(int(areas.sum()), ink.size):
@@ -530,10 +541,13 @@ def segment_digits(gray: np.ndarray, scale: float = 1.0) -> tuple[int, list[Cand
     boxes = [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices]
     grouped = _group_columns(boxes)
     largest = max(sum(areas[i] for i in g) for g in grouped)
+    # A stray dot or tick beside the number, under a tenth of the largest mark, is not a digit.
+    grouped = [group for group in grouped if sum(areas[i] for i in group) >= 0.1 * largest]
+    if max_marks is not None and len(grouped) > max_marks:
+        raise TooManyMarks(f"the image holds {len(grouped)} separate marks; a number is read from at most "
+                           f"{max_marks}: send fewer digits at a time")
     atoms = []
     for group in grouped:
-        if sum(areas[i] for i in group) < 0.1 * largest:
-            continue  # a stray dot or tick beside the number, not a digit
         atom_mask = np.zeros(labels.shape, bool)
         for i in group:
             atom_mask[slices[i]] |= labels[slices[i]] == i + 1
