@@ -390,6 +390,9 @@ def test_corrections_beyond_the_rate_limit_get_429_with_retry_after(model_dir, d
     png, _ = digit_png
     app = create_app(Settings(model=model_dir, db=feedback_db, feedback_rate="3/minute"))
     with TestClient(app, base_url=LOCAL) as client:
+        for _ in range(3):  # a mistyped label is refused without using up the client's corrections
+            assert_error(client.post("/api/feedback", files={"image": ("d.png", png, "image/png")},
+                                     data={"correct": "x"}), 422, "invalid_label")
         statuses = [client.post("/api/feedback", files={"image": ("d.png", png, "image/png")},
                                 data={"correct": "1"}) for _ in range(5)]
         assert [r.status_code for r in statuses] == [201, 201, 201, 429, 429]

@@ -333,14 +333,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               openapi_extra={"requestBody": request_body(schemas.FeedbackJSON, schemas.FeedbackForm)},
               summary="Store a correction")
     async def feedback(request: Request):
+        data, fields = await read_request(request, settings.max_body_bytes, schemas.FeedbackJSON,
+                                          schemas.FeedbackForm)
+        # Counted once the request is valid, before the work it would cost: malformed requests are cheap to
+        # refuse, and a client that mistyped a label has not used up its corrections.
         client = request.client.host if request.client else "unknown"
         retry_after = feedback_rate.retry_after_s(client)
         if retry_after is not None:
             raise ApiError(429, "too_many_corrections", f"this client sent more than {feedback_rate} corrections: "
                                                          f"try again in {retry_after} s",
                            headers={"Retry-After": str(retry_after)})
-        data, fields = await read_request(request, settings.max_body_bytes, schemas.FeedbackJSON,
-                                          schemas.FeedbackForm)
         rec: Recognizer = request.app.state.recognizer
 
         def work(payload: bytes):
