@@ -152,8 +152,11 @@ def main() -> None:
                        "--weights", str(args.flask_model)]
             name, endpoints = "flask-original", [("/predict", "digit.body", args.seconds)]
         else:
+            # One load generator is one client: the per-client rate limit and the quota would refuse most of
+            # its corrections, so both are lifted for the measurement.
             command = [sys.executable, "-m", "digitrecognizer.cli", "serve", "--port", str(port),
-                       "--workers", str(args.workers), "--db", db]
+                       "--workers", str(args.workers), "--db", db, "--feedback-rate", "1000000/minute",
+                       "--feedback-quota", "100000000,1000GB"]
             name = f"digitrecognizer-{args.workers}-workers"
             if args.db:
                 name += "-postgresql" if args.db.startswith(("postgresql", "postgres:")) else "-sqlite"

@@ -75,11 +75,12 @@ DB_URL="postgresql://postgres@127.0.0.1:$PG_PORT/digitrecognizer"
 rows() { psql_ -d digitrecognizer -c "SELECT count(*) FROM feedback"; }
 
 # -- two replicas, started together on the new, empty database ---------------------------------------------
+# Every correction here comes from one client (curl, through nginx) in bursts: above the default rate limit.
 "$PYTHON" -m digitrecognizer.cli serve --host 127.0.0.1 --port "$P1" --workers 1 --db "$DB_URL" --access-log \
-    >"$TMP/replica1.log" 2>&1 &
+    --feedback-rate 1000/minute >"$TMP/replica1.log" 2>&1 &
 R1_PID=$!
 "$PYTHON" -m digitrecognizer.cli serve --host 127.0.0.1 --port "$P2" --workers 1 --db "$DB_URL" --access-log \
-    >"$TMP/replica2.log" 2>&1 &
+    --feedback-rate 1000/minute >"$TMP/replica2.log" 2>&1 &
 R2_PID=$!
 
 # -- a digit to send: an MNIST test digit drawn on a canvas (or, without the MNIST files, a stroke of a 1) --

@@ -15,14 +15,16 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from digitrecognizer import synth
-from digitrecognizer.store import FeedbackStore
+from digitrecognizer.store import FeedbackStore, drawing_png
 from digitrecognizer.web.app import Settings, create_app
+
+LOCAL = "http://localhost"  # the server answers to the localhost names unless told others
 
 
 @pytest.fixture()
 def client(model_dir, feedback_db):
     app = create_app(Settings(model=model_dir, db=feedback_db))
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
 
 
@@ -118,15 +120,17 @@ def test_page_has_no_inline_script_or_style(client):
 
 # -- feedback --------------------------------------------------------------------------------------
 
-def test_feedback_is_stored_with_the_image_and_what_the_model_saw(client, digit_png, feedback_db):
+def test_feedback_is_stored_with_the_drawing_and_what_the_model_saw(client, digit_png, feedback_db):
     png, label = digit_png
     r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")},
                     data={"predicted": str(label), "correct": "3"})
     assert r.status_code == 201 and r.json()["stored"]
     with FeedbackStore(feedback_db) as store:
         record = store.get(r.json()["id"])
-    assert record.correct == 3 and record.predicted == label and record.image == png
+    assert record.correct == 3 and record.predicted == label and record.image == drawing_png(png)
     assert record.input28.shape == (28, 28) and record.input28.max() > 200
+    again = client.post("/api/predict", json={"image": base64.b64encode(record.image).decode()}).json()
+    assert again["digit"] == label  # the kept copy can be preprocessed again
 
 
 def test_feedback_as_json(client, digit_png):
@@ -135,22 +139,23 @@ def test_feedback_as_json(client, digit_png):
     assert r.status_code == 201
 
 
-@pytest.mark.parametrize("correct", ["10", "-1", "seven", "3.5", ""])
+@pytest.mark.parametrize("correct", ["10", "-1", "seven", "3.5", "", "1e400", "Infinity", "9" * 5000])
 def test_feedback_label_outside_0_to_9_is_refused_and_nothing_stored(client, digit_png, feedback_db, correct):
     png, _ = digit_png
     r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": correct})
-    assert_error(r, 422, "invalid_label" if correct else "missing_field")
+    assert_error(r, 422, "invalid_label")
     with FeedbackStore(feedback_db) as store:
         assert store.count() == 0
 
 
-def test_concurrent_feedback_is_all_stored_with_distinct_ids(client, digit_png, feedback_db):
+def test_concurrent_feedback_is_all_stored_with_distinct_ids(model_dir, digit_png, feedback_db):
     png, _ = digit_png
+    app = create_app(Settings(model=model_dir, db=feedback_db, feedback_rate="1000/minute"))
 
     def post(k):
         return client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": str(k % 10)})
 
-    with ThreadPoolExecutor(8) as pool:
+    with TestClient(app, base_url=LOCAL) as client, ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(post, range(50)))
     assert all(r.status_code == 201 for r in responses)
     ids = {r.json()["id"] for r in responses}
@@ -162,7 +167,7 @@ def test_concurrent_feedback_is_all_stored_with_distinct_ids(client, digit_png, 
 def test_read_only_database_gives_503_for_feedback_while_predictions_still_work(model_dir, feedback_db, read_only,
                                                                                digit_png):
     png, label = digit_png
-    with read_only(feedback_db) as url, TestClient(create_app(Settings(model=model_dir, db=url))) as client:
+    with read_only(feedback_db) as url, TestClient(create_app(Settings(model=model_dir, db=url)), base_url=LOCAL) as client:
         r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"})
         assert_error(r, 503, "store_unavailable")
         assert client.post("/api/predict", files={"image": ("d.png", png, "image/png")}).json()["digit"] == label
@@ -176,7 +181,7 @@ def test_a_database_that_comes_up_after_the_app_is_used_without_a_restart(model_
     admin = sa.create_engine(server.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
     late_db = server.set(database=name).render_as_string(hide_password=False)
     try:
-        with TestClient(create_app(Settings(model=model_dir, db=late_db, store_retry_s=0))) as client:
+        with TestClient(create_app(Settings(model=model_dir, db=late_db, store_retry_s=0)), base_url=LOCAL) as client:
             r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"})
             assert_error(r, 503, "store_unavailable")
             with admin.connect() as conn:
@@ -267,3 +272,146 @@ def test_api_docs_work_offline_from_the_package(client, page):
         assert response.status_code == 200 and len(response.content) > 10_000
     csp = client.get(page).headers["content-security-policy"]
     assert "http" not in csp
+
+
+# -- hostile input: each of these once answered 500, or was accepted when it should not have been ----------
+
+ENDPOINTS = ["/api/predict", "/api/read", "/api/feedback"]
+
+
+def sixteen_bit_scan(mnist_test, side=2048) -> bytes:
+    digit = np.asarray(Image.open(io.BytesIO(synth.render_digit(mnist_test.images[0], np.random.default_rng(0),
+                                                                "black_on_white"))).convert("L"))
+    scan = Image.fromarray(np.asarray(Image.fromarray(digit).resize((side, side))).astype(np.uint16) * 257)
+    assert scan.mode == "I;16"
+    return png_bytes(scan)
+
+
+def test_a_16_bit_scan_of_2048_px_is_read(client, mnist_test):
+    scan = sixteen_bit_scan(mnist_test)
+    r = client.post("/api/predict", files={"image": ("scan.png", scan, "image/png")})
+    assert r.status_code == 200 and r.json()["digit"] == int(mnist_test.labels[0])
+    r = client.post("/api/read", files={"image": ("scan.png", scan, "image/png")})
+    assert r.status_code == 200 and r.json()["text"] == str(mnist_test.labels[0])
+
+
+@pytest.mark.parametrize("label", ["Infinity", "-Infinity", "NaN", "1e400", '"7"', "7.0", "true", "[7]", "{}"])
+def test_a_json_label_must_be_an_integer(client, digit_png, label):
+    png, _ = digit_png
+    body = f'{{"image": "{base64.b64encode(png).decode()}", "correct": {label}}}'
+    r = client.post("/api/feedback", content=body, headers={"content-type": "application/json"})
+    assert_error(r, 422, "invalid_label")
+    body = f'{{"image": "{base64.b64encode(png).decode()}", "correct": 1, "predicted": {label}}}'
+    r = client.post("/api/feedback", content=body, headers={"content-type": "application/json"})
+    assert_error(r, 422, "invalid_label")
+
+
+def test_an_empty_predicted_field_is_refused_not_taken_for_none(client, digit_png, feedback_db):
+    png, _ = digit_png
+    r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")},
+                    data={"correct": "7", "predicted": ""})
+    assert_error(r, 422, "invalid_label")
+    with FeedbackStore(feedback_db) as store:
+        assert store.count() == 0
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("body", ["[" * 1000 + "]" * 1000, '{"image": "x", "deep": ' + "[" * 1000 + "]" * 1000 + "}",
+                                  '{"image": "x", "correct": ' + "9" * 5000 + "}", '{"image": "x"'])
+def test_json_too_deep_too_long_or_unfinished_is_a_400(client, path, body):
+    r = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert_error(r, 400, "bad_json")
+
+
+def test_a_number_of_too_many_marks_is_refused_with_422(client):
+    comb = np.full((512, 512), 255, np.uint8)
+    comb[128:384, ::4] = 0  # 128 bars, each its own mark: a 1 kB PNG that once took a second to read
+    png = png_bytes(Image.fromarray(comb), optimize=True)
+    assert len(png) < 2_000
+    r = client.post("/api/read", files={"image": ("comb.png", png, "image/png")})
+    assert "128 separate marks" in assert_error(r, 422, "too_many_marks")["error"]["message"]
+
+
+def test_health_answers_head_probes(client):
+    r = client.head("/api/health")
+    assert r.status_code == 200 and r.content == b""
+
+
+def test_openapi_says_labels_are_integers_0_to_9_in_both_forms(client):
+    body = client.get("/openapi.json").json()["paths"]["/api/feedback"]["post"]["requestBody"]["content"]
+    for content_type in ("multipart/form-data", "application/json"):
+        schema = body[content_type]["schema"]
+        assert set(schema["required"]) == {"image", "correct"}
+        assert {k: schema["properties"]["correct"][k] for k in ("type", "minimum", "maximum")} == {
+            "type": "integer", "minimum": 0, "maximum": 9}
+    responses = client.get("/openapi.json").json()["paths"]["/api/feedback"]["post"]["responses"]
+    assert {"403", "413", "422", "429", "503", "507"} <= set(responses)
+
+
+# -- who may write ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("headers", [{"origin": "http://evil.example"}, {"origin": "null"},
+                                     {"origin": "http://localhost:8080"}, {"sec-fetch-site": "cross-site"},
+                                     {"sec-fetch-site": "same-site", "origin": "http://localhost"}])
+def test_writes_from_other_sites_pages_are_refused(client, digit_png, feedback_db, headers):
+    png, _ = digit_png
+    r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"},
+                    headers=headers)
+    assert_error(r, 403, "cross_site")
+    with FeedbackStore(feedback_db) as store:
+        assert store.count() == 0
+
+
+def test_the_page_itself_and_clients_that_are_not_browsers_may_write(client, digit_png):
+    png, _ = digit_png
+    for headers in ({"origin": "http://localhost", "sec-fetch-site": "same-origin"}, {}):
+        r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"},
+                        headers=headers)
+        assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "localhost.evil.example", "", "[::1"])
+def test_a_host_name_the_server_does_not_answer_to_is_refused(client, host):
+    # DNS rebinding: a page at evil.example whose name now points at 127.0.0.1 reaches the server with its own Host.
+    for path in ("/", "/api/health", "/api/model"):
+        assert_error(client.get(path, headers={"host": host}), 400, "unknown_host")
+
+
+def test_listed_host_names_and_wildcards_are_answered(model_dir):
+    app = create_app(Settings(model=model_dir, db="sqlite:///:memory:", allowed_hosts=["digits.example.org",
+                                                                                        "*.example.net"]))
+    with TestClient(app, base_url="http://digits.example.org") as client:
+        assert client.get("/api/health").status_code == 200
+        assert client.get("/api/health", headers={"host": "a.example.net:8080"}).status_code == 200
+        assert_error(client.get("/api/health", headers={"host": "localhost"}), 400, "unknown_host")
+
+
+def test_corrections_beyond_the_rate_limit_get_429_with_retry_after(model_dir, digit_png, feedback_db):
+    png, _ = digit_png
+    app = create_app(Settings(model=model_dir, db=feedback_db, feedback_rate="3/minute"))
+    with TestClient(app, base_url=LOCAL) as client:
+        for _ in range(3):  # a mistyped label is refused without using up the client's corrections
+            assert_error(client.post("/api/feedback", files={"image": ("d.png", png, "image/png")},
+                                     data={"correct": "x"}), 422, "invalid_label")
+        statuses = [client.post("/api/feedback", files={"image": ("d.png", png, "image/png")},
+                                data={"correct": "1"}) for _ in range(5)]
+        assert [r.status_code for r in statuses] == [201, 201, 201, 429, 429]
+        assert_error(statuses[-1], 429, "too_many_corrections")
+        assert 1 <= int(statuses[-1].headers["retry-after"]) <= 60
+        assert client.post("/api/predict", files={"image": ("d.png", png, "image/png")}).status_code == 200
+    with FeedbackStore(feedback_db) as store:
+        assert store.count() == 3
+
+
+def test_a_full_store_answers_507_and_predictions_carry_on(model_dir, digit_png, feedback_db):
+    from digitrecognizer.store import Quota
+
+    png, _ = digit_png
+    app = create_app(Settings(model=model_dir, db=feedback_db, feedback_quota=Quota(max_rows=2)))
+    with TestClient(app, base_url=LOCAL) as client:
+        statuses = [client.post("/api/feedback", files={"image": ("d.png", png, "image/png")},
+                                data={"correct": "1"}).status_code for _ in range(2)]
+        r = client.post("/api/feedback", files={"image": ("d.png", png, "image/png")}, data={"correct": "1"})
+        assert statuses == [201, 201]
+        assert "quota" in assert_error(r, 507, "quota_reached")["error"]["message"]
+        assert client.post("/api/predict", files={"image": ("d.png", png, "image/png")}).status_code == 200

@@ -100,7 +100,8 @@ def test_feedback_export_writes_what_the_store_holds(tmp_path, capsys):
     db = tmp_path / "fb.db"
     with FeedbackStore(db) as store:
         for correct in (3, 7):
-            store.add(b"png", np.full((28, 28), correct, np.uint8), predicted=1, correct=correct, model_version="t")
+            pixels = np.full((28, 28), correct, np.uint8)
+            store.add(pixels, pixels, predicted=1, correct=correct, model_version="t")
     assert main(["feedback", "export", "--db", str(db), "--out", str(tmp_path / "mine.npz")]) == 0
     with np.load(tmp_path / "mine.npz") as npz:
         assert npz["labels"].tolist() == [3, 7] and npz["images"].shape == (2, 28, 28)
@@ -127,3 +128,14 @@ def test_int8_and_model_together_are_a_clear_error(images, model_dir):
     result = run_cli("predict", paths[0], "--int8", "--model", model_dir)
     assert result.returncode == 2
     assert "--int8 picks the shipped int8 graph" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_bound_beyond_loopback_needs_the_names_it_answers_to(capsys, monkeypatch):
+    monkeypatch.delenv("DIGITRECOGNIZER_ALLOWED_HOSTS", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "--allowed-hosts" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_malformed_feedback_quota(capsys):
+    assert main(["serve", "--feedback-quota", "lots"]) == 2
+    assert "ROWS,SIZE" in capsys.readouterr().err

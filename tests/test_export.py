@@ -130,9 +130,9 @@ def test_the_int8_graph_quantises_the_network_and_keeps_the_novelty_in_float(exp
     square = [t for t in graph.initializer if len(t.dims) == 2 and t.dims[0] == t.dims[1] and t.dims[0] > 100]
     assert len(square) == 1 and square[0].data_type == onnx.TensorProto.FLOAT16
     q = card.quantization
-    assert q["precision"] == "int8" and q["calibration_images"] > 1000
-    assert q["validation_agreement_with_float32"] > 0.99
-    assert q["validation_accuracy"] >= q["validation_accuracy_float32"] - 0.01
+    assert q.precision == "int8" and q.calibration_images > 1000
+    assert q.validation_agreement_with_float32 > 0.99
+    assert q.validation_accuracy >= q.validation_accuracy_float32 - 0.01
 
 
 def test_the_int8_card_is_measured_on_the_int8_graph(exported_int8, exported, mnist_test):

@@ -23,8 +23,9 @@ from PIL import Image
 from sqlalchemy import event
 
 from digitrecognizer import synth
-from digitrecognizer.store import FeedbackStore
+from digitrecognizer.store import FeedbackStore, drawing_png
 from digitrecognizer.web.app import Settings, create_app
+from digitrecognizer.web.server import ServerLimits, uvicorn_options
 
 
 def free_port() -> int:
@@ -35,11 +36,13 @@ def free_port() -> int:
 
 def start_server(model_dir: Path, db: str | Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    # These clients all come from 127.0.0.1: the per-client rate limit (tested in test_api.py) is lifted.
     process = subprocess.Popen([sys.executable, "-m", "digitrecognizer.cli", "serve", "--port", str(port),
-                                "--workers", str(workers), "--model", str(model_dir), "--db", str(db)],
+                                "--workers", str(workers), "--model", str(model_dir), "--db", str(db),
+                                "--feedback-rate", "100000/minute"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # importing the model's libraries takes a minute on a busy machine
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/api/health", timeout=1).status_code == 200:
@@ -104,7 +107,7 @@ def test_sigkill_while_clients_post_feedback_loses_no_acknowledged_write(model_d
 
 def test_full_disk_gives_503_for_feedback_and_predictions_carry_on(model_dir, tmp_path, digit_png):
     app = create_app(Settings(model=model_dir, db=tmp_path / "full.db"))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         engine = app.state.store.engine
         pages = sqlite3.connect(tmp_path / "full.db").execute("PRAGMA page_count").fetchone()[0]
 
@@ -113,7 +116,9 @@ def test_full_disk_gives_503_for_feedback_and_predictions_carry_on(model_dir, tm
             dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
 
         engine.dispose()
-        r = client.post("/api/feedback", files={"image": ("d.png", digit_png * 3, "image/png")},
+        noise = io.BytesIO()  # a drawing whose kept copy (tens of kB) needs pages the file may not add
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256), dtype=np.uint8)).save(noise, "PNG")
+        r = client.post("/api/feedback", files={"image": ("d.png", noise.getvalue(), "image/png")},
                         data={"correct": "2"})
         assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
         assert "full" in r.json()["error"]["message"]
@@ -210,4 +215,81 @@ def test_corrections_posted_at_once_to_two_workers_are_each_stored_exactly_once(
     with FeedbackStore(feedback_db) as store:
         records = store.recent(limit=1000)
     assert sorted(r.id for r in records) == sorted(ids)
-    assert sorted((r.image, r.correct) for r in records) == sorted((png, k % 10) for k, png in enumerate(pngs))
+    assert sorted((r.image, r.correct) for r in records) == sorted((drawing_png(png), k % 10)
+                                                                   for k, png in enumerate(pngs))
+
+
+# -- slow and oversized clients against the real protocol ------------------------------------------
+
+@pytest.fixture
+def live_server(model_dir, tmp_path):
+    """The app under uvicorn in this process, with short timeouts so that the tests are quick."""
+    import uvicorn
+
+    limits = ServerLimits(max_head_bytes=8 * 1024, head_timeout_s=1.0, keep_alive_s=1, max_connections=64)
+    settings = Settings(model=model_dir, db=tmp_path / "s.db", read_timeout_s=1.0)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+                                           **uvicorn_options(limits)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 180
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def raw_exchange(port: int, request: bytes, wait_s: float = 5.0) -> tuple[bytes, float]:
+    """Sends `request` as it is and returns whatever comes back until the server closes, and how long it took."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.settimeout(wait_s)
+        started = time.monotonic()
+        if request:
+            conn.sendall(request)
+        answer = b""
+        try:
+            while chunk := conn.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return answer, time.monotonic() - started
+
+
+def test_a_request_head_over_the_limit_is_refused_with_431(live_server):
+    request = b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n"
+    answer, _ = raw_exchange(live_server, request)
+    assert answer.startswith(b"HTTP/1.1 431") and b"header_too_large" in answer
+
+
+def test_a_body_promised_and_never_sent_gets_408_at_the_read_timeout(live_server):
+    request = (b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 1000\r\n\r\n{\"image\": ")
+    answer, took = raw_exchange(live_server, request)
+    assert answer.startswith(b"HTTP/1.1 408") and b"read_timeout" in answer
+    assert 0.9 < took < 4
+
+
+def test_connections_that_send_nothing_or_trickle_headers_are_closed(live_server):
+    answer, took = raw_exchange(live_server, b"")
+    assert answer == b"" and took < 4  # closed by the server, not by the client's 5 s wait
+    with socket.create_connection(("127.0.0.1", live_server)) as conn:
+        started = time.monotonic()
+        conn.settimeout(5)
+        closed = False
+        try:
+            conn.sendall(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            for _ in range(40):  # a header a byte every 0.1 s: never finished within the 1 s head timeout
+                time.sleep(0.1)
+                conn.sendall(b"a")
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+        assert closed and time.monotonic() - started < 3.5
+
+
+def test_head_and_keep_alive_still_work_within_the_limits(live_server, digit_png):
+    with httpx.Client(base_url=f"http://localhost:{live_server}", timeout=10) as client:
+        assert client.head("/api/health").status_code == 200
+        for _ in range(3):  # one connection, kept alive between requests
+            assert client.post("/api/predict", files={"image": ("d.png", digit_png, "image/png")}).status_code == 200

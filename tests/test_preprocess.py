@@ -217,3 +217,33 @@ def test_specks_are_dropped_wherever_the_ink_lies():
     kept = preprocess._keep_significant(mask)
     assert kept.shape == mask.shape
     assert kept[10:40, 30:34].all() and kept.sum() == 30 * 4
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_a_16_bit_scan_larger_than_the_working_size_is_read(mnist_test, mode):
+    # Pillow's reduce(), behind thumbnail(), has no 16-bit kernels: such scans used to fail with a ValueError.
+    digit = np.asarray(Image.open(io.BytesIO(draw_digit(mnist_test))).convert("L").resize((2048, 2048)))
+    scan = Image.fromarray(digit.astype(np.uint16) * 257).convert(mode) if mode != "I" else \
+        Image.fromarray(digit.astype(np.int32) * 257)
+    gray = preprocess.decode(scan)[0]
+    assert gray.shape == (512, 512) and gray.min() < 0.1 and gray.max() > 0.9
+    assert preprocess.to_mnist(png(Image.fromarray(digit.astype(np.uint16) * 257))) is not None
+
+
+def comb(teeth: int, size: int = 512) -> np.ndarray:
+    """Dark vertical bars on white, each a separate mark: the costliest kind of 'number' per byte."""
+    canvas = np.full((size, size), 255, np.uint8)
+    pitch = size // teeth
+    for k in range(teeth):
+        canvas[size // 4 : 3 * size // 4, k * pitch : k * pitch + max(1, pitch // 2)] = 0
+    return canvas
+
+
+def test_a_number_with_more_marks_than_the_limit_is_refused_before_it_is_read():
+    limits = preprocess.Limits()
+    gray = preprocess.decode(comb(limits.max_marks + 1))[0]
+    with pytest.raises(preprocess.TooManyMarks, match=f"{limits.max_marks + 1} separate marks"):
+        segment.segment_digits(gray, max_marks=limits.max_marks)
+    atoms, candidates = segment.segment_digits(preprocess.decode(comb(limits.max_marks))[0],
+                                                  max_marks=limits.max_marks)
+    assert atoms == limits.max_marks and candidates

@@ -218,3 +218,14 @@ def test_batches_spread_over_threads_give_the_same_answers(mnist_test):
     assert np.allclose(one.predict_mnist(images), two.predict_mnist(images), atol=1e-6)
     assert two.predict_mnist(images[:1]).shape == (1, 10)  # fewer images than threads
     assert two.predict_mnist(np.zeros((0, 28, 28), np.uint8)).shape == (0, 10)
+
+
+def test_read_number_refuses_more_marks_than_its_limits(model_dir):
+    from digitrecognizer.preprocess import Limits, TooManyMarks
+
+    canvas = np.full((200, 600), 255, np.uint8)
+    for k in range(6):
+        canvas[50:150, 40 + 90 * k : 60 + 90 * k] = 0  # six bars: six marks
+    assert len(Recognizer(model_dir, limits=Limits(max_marks=6)).read_number(canvas).digits) == 6
+    with pytest.raises(TooManyMarks):
+        Recognizer(model_dir, limits=Limits(max_marks=5)).read_number(canvas)

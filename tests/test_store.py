@@ -17,13 +17,19 @@ import sqlalchemy as sa
 
 from digitrecognizer.data import IMAGE_MAGIC, LABEL_MAGIC, read_idx
 from digitrecognizer.store import (
+    DRAWING_MAX_SIDE_PX,
     IDX_IMAGES,
     IDX_LABELS,
     SCHEMA_VERSION,
     FeedbackStore,
+    Quota,
+    QuotaReached,
     SchemaVersionError,
     StoreUnavailable,
+    drawing_png,
 )
+
+DRAWING = np.full((280, 280), 255, np.uint8)  # a blank canvas: the drawing a correction keeps a copy of
 
 
 def digit_image(seed: int) -> np.ndarray:
@@ -44,11 +50,11 @@ def store(feedback_db):
 
 def test_a_correction_reads_back_as_it_was_added(store):
     pixels = digit_image(1)
-    new_id = store.add(b"\x89PNG original", pixels, 3, 8, "ours-v1")
+    new_id = store.add(DRAWING, pixels, 3, 8, "ours-v1")
 
     record = store.get(new_id)
     assert (record.id, record.image, record.predicted, record.correct, record.model_version) == (
-        new_id, b"\x89PNG original", 3, 8, "ours-v1")
+        new_id, drawing_png(DRAWING), 3, 8, "ours-v1")
     np.testing.assert_array_equal(record.input28, pixels)
     assert record.created_at.tzinfo == timezone.utc
     assert store.count() == 1
@@ -56,19 +62,19 @@ def test_a_correction_reads_back_as_it_was_added(store):
 
 
 def test_a_prediction_of_not_a_digit_is_stored_as_none(store):
-    new_id = store.add(b"img", digit_image(2), None, 4, "ours-v1")
+    new_id = store.add(DRAWING, digit_image(2), None, 4, "ours-v1")
     assert store.get(new_id).predicted is None
 
 
 def test_recent_lists_newest_first(store):
-    ids = [store.add(b"img", digit_image(i), None, i, "v") for i in range(5)]
+    ids = [store.add(DRAWING, digit_image(i), None, i, "v") for i in range(5)]
     assert [r.id for r in store.recent(limit=3)] == ids[::-1][:3]
 
 
 @pytest.mark.parametrize("correct", [-1, 10, 3.0, True, None, "7"])
 def test_correction_outside_0_to_9_is_refused_and_nothing_stored(store, correct):
     with pytest.raises(ValueError, match="correct must be a digit 0..9"):
-        store.add(b"img", digit_image(3), 1, correct, "v")
+        store.add(DRAWING, digit_image(3), 1, correct, "v")
     assert store.count() == 0
 
 
@@ -85,7 +91,7 @@ def test_the_database_itself_refuses_a_label_outside_0_to_9(store):
                                     np.zeros((28, 28), np.float32)])
 def test_input28_that_is_not_a_28x28_uint8_image_is_refused(store, pixels):
     with pytest.raises(ValueError, match=r"input28 must be the \(28, 28\) uint8 image"):
-        store.add(b"img", pixels, 1, 1, "v")
+        store.add(DRAWING, pixels, 1, 1, "v")
     assert store.count() == 0
 
 
@@ -112,14 +118,14 @@ def test_postgresql_urls_use_psycopg_3(postgres_url):
 def test_after_the_server_drops_every_connection_the_next_correction_is_stored(postgres_url, postgres_server):
     # What a restart or failover looks like to the pool: each pooled connection is dead.
     with FeedbackStore(postgres_url) as store:
-        store.add(b"img", digit_image(7), 1, 1, "v")
+        store.add(DRAWING, digit_image(7), 1, 1, "v")
         admin = sa.create_engine(sa.make_url(postgres_server).set(drivername="postgresql+psycopg"))
         with admin.begin() as conn:
             dropped = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                            "WHERE datname = :db"), {"db": sa.make_url(postgres_url).database})
             assert dropped.scalar() >= 1
         admin.dispose()
-        store.add(b"img", digit_image(8), 2, 2, "v")
+        store.add(DRAWING, digit_image(8), 2, 2, "v")
         assert store.count() == 2
 
 
@@ -150,7 +156,7 @@ def test_sqlite_files_use_wal_full_sync_and_a_busy_timeout(db):
 
 def test_a_sqlite_url_and_a_plain_path_open_the_same_database(db):
     with FeedbackStore(db) as by_path:
-        by_path.add(b"img", digit_image(4), 2, 2, "v")
+        by_path.add(DRAWING, digit_image(4), 2, 2, "v")
     with FeedbackStore(f"sqlite:///{db}") as by_url:
         assert by_url.count() == 1
 
@@ -166,7 +172,7 @@ def test_the_default_database_lives_in_the_users_data_folder(monkeypatch, tmp_pa
 
 def test_eight_threads_adding_at_once_lose_nothing(store):
     def add_25(worker):
-        return [store.add(b"img", digit_image(worker * 100 + i), None, i % 10, f"t{worker}") for i in range(25)]
+        return [store.add(DRAWING, digit_image(worker * 100 + i), None, i % 10, f"t{worker}") for i in range(25)]
 
     with ThreadPoolExecutor(8) as pool:
         ids = [i for batch in pool.map(add_25, range(8)) for i in batch]
@@ -192,7 +198,7 @@ def test_stores_opening_a_new_database_at_once_create_its_schema_exactly_once(fe
 def _add_from_another_process(feedback_db, worker, start, added):
     start.wait(timeout=60)
     with FeedbackStore(feedback_db) as store:  # all open a database that has no schema yet: creating it races too
-        added.put([store.add(b"img", digit_image(worker * 100 + i), None, worker, f"p{worker}-{i}")
+        added.put([store.add(DRAWING, digit_image(worker * 100 + i), None, worker, f"p{worker}-{i}")
                    for i in range(50)])
 
 
@@ -219,7 +225,7 @@ def test_several_processes_adding_at_once_lose_nothing_and_duplicate_nothing(fee
 def three_corrections(store):
     added = [(digit_image(10), 7, 1), (digit_image(11), None, 0), (digit_image(12), 9, 9)]
     for pixels, predicted, correct in added:
-        store.add(b"img", pixels, predicted, correct, "v")
+        store.add(DRAWING, pixels, predicted, correct, "v")
     return added
 
 
@@ -253,19 +259,19 @@ def test_exporting_an_empty_store_writes_empty_arrays(store, tmp_path):
 
 def test_a_read_only_database_refuses_writes_as_unavailable_but_still_reads(feedback_db, read_only):
     with FeedbackStore(feedback_db) as store:
-        kept = store.add(b"img", digit_image(5), 2, 3, "v")
+        kept = store.add(DRAWING, digit_image(5), 2, 3, "v")
         location = store.location
     with read_only(feedback_db) as url, FeedbackStore(url) as store:
         database_name = Path(location).name  # feedback.db, or the PostgreSQL database's
         with pytest.raises(StoreUnavailable, match=rf"feedback database .*{database_name}.*storing a correction failed"):
-            store.add(b"img", digit_image(6), 1, 1, "v")
+            store.add(DRAWING, digit_image(6), 1, 1, "v")
         assert store.count() == 1
         assert store.get(kept).correct == 3
 
 
 def test_an_in_memory_database_is_shared_by_threads():
     store = FeedbackStore("sqlite:///:memory:")
-    threads = [threading.Thread(target=store.add, args=(b"x", np.zeros((28, 28), np.uint8), None, 4, "t"))
+    threads = [threading.Thread(target=store.add, args=(DRAWING, np.zeros((28, 28), np.uint8), None, 4, "t"))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -273,3 +279,77 @@ def test_an_in_memory_database_is_shared_by_threads():
         t.join()
     assert store.count() == 4
     store.close()
+
+
+# -- what a correction costs the store ------------------------------------------------------------
+
+def test_the_store_keeps_a_bounded_grayscale_copy_of_the_drawing_not_the_upload(store):
+    from PIL import Image
+    import io
+
+    photo = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)  # a noisy 12 MP photo
+    upload = io.BytesIO()
+    Image.fromarray(photo).save(upload, "PNG")
+    upload = upload.getvalue() + b"trailing bytes after the PNG's end" * 1000
+    record = store.get(store.add(upload, digit_image(1), 1, 2, "v"))
+    kept = Image.open(io.BytesIO(record.image))
+    assert kept.format == "PNG" and kept.mode == "L" and max(kept.size) == DRAWING_MAX_SIDE_PX
+    assert kept.size == (256, 192) and len(record.image) < 70_000 < len(upload)
+
+
+def test_a_store_at_its_quota_of_rows_refuses_more_and_keeps_what_it_has(feedback_db):
+    with FeedbackStore(feedback_db, quota=Quota(max_rows=3)) as store:
+        ids = [store.add(DRAWING, digit_image(i), None, i, "v") for i in range(3)]
+        with pytest.raises(QuotaReached, match="3 corrections"):
+            store.add(DRAWING, digit_image(9), None, 9, "v")
+        assert store.count() == 3 and all(store.get(i) for i in ids)
+
+
+def test_a_store_at_its_quota_of_bytes_refuses_more(feedback_db):
+    one_row = len(drawing_png(DRAWING)) + 28 * 28
+    with FeedbackStore(feedback_db, quota=Quota(max_rows=100, max_bytes=2 * one_row)) as store:
+        store.add(DRAWING, digit_image(1), None, 1, "v")
+        store.add(DRAWING, digit_image(2), None, 2, "v")
+        with pytest.raises(QuotaReached, match="MB"):
+            store.add(DRAWING, digit_image(3), None, 3, "v")
+        assert store.usage() == (2, 2 * one_row)
+
+
+@pytest.mark.parametrize("text, quota", [("100000,1GB", Quota(100_000, 10**9)), ("5,250kB", Quota(5, 250_000)),
+                                         (" 10 , 2.5MB ", Quota(10, 2_500_000)), ("7,4096", Quota(7, 4096))])
+def test_quota_is_written_rows_comma_size(text, quota):
+    assert Quota.parse(text) == quota
+
+
+@pytest.mark.parametrize("text", ["", "1GB", "10,", "ten,1GB", "10,1TB", "-1,1GB"])
+def test_a_malformed_quota_is_refused(text):
+    with pytest.raises(ValueError, match="ROWS,SIZE"):
+        Quota.parse(text)
+
+
+def test_a_version_1_database_is_upgraded_in_place(feedback_db):
+    """Version 1 kept each upload as received (up to 5 MB); opening such a database replaces every upload by
+    the bounded copy of its drawing, and keeps everything else."""
+    from PIL import Image
+    import io
+
+    big = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (1500, 1500), dtype=np.uint8)).save(big, "PNG")
+    uploads = [big.getvalue() + b"junk" * 10_000, b"not an image at all"]
+    with FeedbackStore(feedback_db) as store:  # a version 2 database, taken back to what version 1 wrote
+        ids = [store.add(DRAWING, digit_image(i), i, i + 1, "v1-model") for i in range(2)]
+        with store.engine.begin() as conn:
+            for row_id, upload in zip(ids, uploads):
+                conn.execute(sa.text("UPDATE feedback SET image = :u WHERE id = :i"), {"u": upload, "i": row_id})
+            conn.execute(sa.text("DELETE FROM schema_version"))
+            conn.execute(sa.text("INSERT INTO schema_version (version) VALUES (1)"))
+
+    with FeedbackStore(feedback_db) as store:
+        upgraded = [store.get(i) for i in ids]
+        with store.engine.begin() as conn:
+            versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
+    assert versions == [1, 2]
+    assert upgraded[0].image == drawing_png(uploads[0])
+    assert upgraded[1].image == drawing_png(digit_image(1))  # undecodable: the 28x28 image the model saw
+    assert [(r.predicted, r.correct, r.model_version) for r in upgraded] == [(0, 1, "v1-model"), (1, 2, "v1-model")]
+    np.testing.assert_array_equal(upgraded[0].input28, digit_image(0))

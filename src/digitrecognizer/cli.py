@@ -169,9 +169,22 @@ def _prediction_table(rows: list[dict], number: bool) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .web.app import Settings, serve
+    import os
 
-    settings = Settings(model=_model(args), db=args.db)
+    from .store import Quota
+    from .web.app import ENV_ALLOWED_HOSTS, ENV_FEEDBACK_QUOTA, ENV_FEEDBACK_RATE, Settings, serve, split_names
+    from .web.guards import default_allowed_hosts
+
+    listed = args.allowed_hosts or os.environ.get(ENV_ALLOWED_HOSTS)
+    allowed_hosts = split_names(listed) if listed else default_allowed_hosts(args.host)
+    if not allowed_hosts:
+        raise CliError(f"--host {args.host} is not a loopback address: list the names clients reach this server "
+                       f"by with --allowed-hosts (e.g. digits.example.org,10.0.0.11; '*' for any), or set "
+                       f"{ENV_ALLOWED_HOSTS}")
+    quota = args.feedback_quota or os.environ.get(ENV_FEEDBACK_QUOTA)
+    settings = Settings(model=_model(args), db=args.db, allowed_hosts=allowed_hosts,
+                        feedback_rate=args.feedback_rate or os.environ.get(ENV_FEEDBACK_RATE) or Settings.feedback_rate,
+                        feedback_quota=Quota.parse(quota) if quota else Quota())
     serve(settings, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
     return 0
 
@@ -304,6 +317,16 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="feedback database: a file path, sqlite:///... or postgresql://user:pass@host/db "
                                 "(default: a SQLite file in your data folder)")
     p.add_argument("--access-log", action="store_true", help="log one line per request (off: it costs throughput)")
+    p.add_argument("--allowed-hosts", metavar="NAMES",
+                   help="comma-separated Host names the server answers to, e.g. digits.example.org ('*.example.org' "
+                        "for subdomains, '*' for any); default: $DIGITRECOGNIZER_ALLOWED_HOSTS, else the localhost "
+                        "names when bound to loopback (required when bound elsewhere)")
+    p.add_argument("--feedback-quota", metavar="ROWS,SIZE",
+                   help="the most corrections the store keeps, in rows and bytes (default 100000,1GB; "
+                        "$DIGITRECOGNIZER_FEEDBACK_QUOTA); beyond it /api/feedback answers 507")
+    p.add_argument("--feedback-rate", metavar="RATE",
+                   help="corrections per client and worker process, e.g. 30/minute (the default) or 5/second; "
+                        "beyond it /api/feedback answers 429")
     p.set_defaults(func=cmd_serve)
 
 

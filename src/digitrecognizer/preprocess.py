@@ -35,10 +35,19 @@ class ImageTooLarge(PreprocessError):
     """More pixels than the limits allow."""
 
 
+class TooManyMarks(PreprocessError):
+    """A number with more separate marks than the limits allow (each mark costs a few ms to read)."""
+
+
 @dataclass(frozen=True)
 class Limits:
+    """The work one image may cost: pixels decoded, and separate marks read as a number."""
+
     max_side_px: int = 4096
     max_pixels: int = 16_000_000
+    # A number's reading time grows with its marks: 32 is 16 digits of two strokes each, and stops a comb of
+    # hundreds of teeth from holding a worker for a second.
+    max_marks: int = 32
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,7 +161,8 @@ def decode(image, limits: Limits = Limits()) -> tuple[np.ndarray, float]:
         scale = max(image.size) / min(max(image.size), WORK_MAX_SIDE_PX)
         if max(image.size) > WORK_MAX_SIDE_PX:
             # Downscale in Pillow before converting: cheap, anti-aliased, and bounds all later work.
-            image = image.copy()
+            # Pillow's reduce() has no 16-bit kernels (scans are often 16-bit grayscale): widen those first.
+            image = image.convert("I") if image.mode.startswith("I;16") else image.copy()
             image.thumbnail((WORK_MAX_SIDE_PX, WORK_MAX_SIDE_PX), Image.Resampling.BOX)
         image = _pil_to_array(image)
     if not isinstance(image, np.ndarray):

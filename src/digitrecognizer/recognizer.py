@@ -218,7 +218,7 @@ class Recognizer:
     def read_candidates(self, image) -> tuple[int, list[segment.Candidate], list[list[Prediction]]]:
         """Segmentation's candidate digits and the model's reading of each of their pieces, in one batch."""
         gray, scale = preprocess.decode(image, self.limits)
-        atom_count, candidates = segment.segment_digits(gray, scale)
+        atom_count, candidates = segment.segment_digits(gray, scale, self.limits.max_marks)
         if not candidates:
             return 0, [], []
         pieces = [piece for c in candidates for piece in c.pieces]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .preprocess import label_in_box, ink_map, near_blank, normalize_ink
+from .preprocess import TooManyMarks, ink_map, label_in_box, near_blank, normalize_ink
 
 
 @dataclass(frozen=True)
@@ -129,16 +129,17 @@ def _piece(ink: np.ndarray, mask: np.ndarray, scale: float) -> Piece | None:
     return Piece(input28, tuple(int(round(v * scale)) for v in box))
 
 
-def segment_digits(gray: np.ndarray, scale: float = 1.0) -> tuple[int, list[Candidate]]:
+def segment_digits(gray: np.ndarray, scale: float = 1.0, max_marks: int | None = None) -> tuple[int, list[Candidate]]:
     """Candidate readings of a number written side by side; returns (number of atoms, candidates).
 
     Atoms are strokes grouped by horizontal overlap (the detached bar of a 5 joins its body). A digit may
     still be several atoms (a 0 drawn in two arcs) and an atom several digits (touching digits), so each
     run of up to three neighbouring atoms that is narrow enough becomes a one-digit candidate, and each atom
     wide enough becomes 2-4 digit candidates split at the columns of least ink. The recognizer scores the
-    candidates and keeps the best chain (`Recognizer.read_number`). Boxes are in the caller's pixels (`scale`)."""
+    candidates and keeps the best chain (`Recognizer.read_number`). Boxes are in the caller's pixels (`scale`).
+    More than `max_marks` atoms raise TooManyMarks before any of them is read."""
     ink = ink_map(gray)
-    atoms = _atoms(ink)
+    atoms = _atoms(ink, max_marks)
     if not atoms:
         return 0, []
     typical_height = float(np.median([a.bottom - a.top for a in atoms]))
@@ -149,7 +150,7 @@ def segment_digits(gray: np.ndarray, scale: float = 1.0) -> tuple[int, list[Cand
     return len(atoms), candidates
 
 
-def _atoms(ink: np.ndarray) -> list[Atom]:
+def _atoms(ink: np.ndarray, max_marks: int | None = None) -> list[Atom]:
     """The ink's significant strokes grouped by horizontal overlap, left to right; [] for a blank image."""
     labels, slices, areas = _significant_components(ink > 0.25)
     if near_blank(int(areas.sum()), ink.size):
@@ -157,10 +158,13 @@ def _atoms(ink: np.ndarray) -> list[Atom]:
     boxes = [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices]
     grouped = _group_columns(boxes)
     largest = max(sum(areas[i] for i in g) for g in grouped)
+    # A stray dot or tick beside the number, under a tenth of the largest mark, is not a digit.
+    grouped = [group for group in grouped if sum(areas[i] for i in group) >= 0.1 * largest]
+    if max_marks is not None and len(grouped) > max_marks:
+        raise TooManyMarks(f"the image holds {len(grouped)} separate marks; a number is read from at most "
+                           f"{max_marks}: send fewer digits at a time")
     atoms = []
     for group in grouped:
-        if sum(areas[i] for i in group) < 0.1 * largest:
-            continue  # a stray dot or tick beside the number, not a digit
         atom_mask = np.zeros(labels.shape, bool)
         for i in group:
             atom_mask[slices[i]] |= labels[slices[i]] == i + 1

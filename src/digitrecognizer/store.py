@@ -1,9 +1,13 @@
-"""Feedback store: corrections users send, kept in SQLite (or PostgreSQL) through SQLAlchemy Core."""
+"""Feedback store: corrections users send, kept in SQLite (or PostgreSQL) through SQLAlchemy Core, each with the
+28x28 image the model saw and a bounded grayscale copy of the drawing, within a quota of rows and bytes."""
 
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
+import re
 import sqlite3
 import struct
 import tempfile
@@ -18,14 +22,23 @@ from typing import BinaryIO
 
 import numpy as np
 import sqlalchemy as sa
+from PIL import Image
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from . import preprocess
 from .data import IMAGE_MAGIC, LABEL_MAGIC
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+# 2: `image` holds the drawing as an 8-bit grayscale PNG at most DRAWING_MAX_SIDE_PX a side, no longer the
+# upload as received (up to 5 MB, with whatever metadata or trailing bytes it carried).
+SCHEMA_VERSION = 2
+DRAWING_MAX_SIDE_PX = 256  # ten times the model's 20 px digit box: enough to preprocess again later
+INPUT28_BYTES = 28 * 28
+UPGRADE_BATCH_ROWS = 200
 BUSY_TIMEOUT_MS = 5000
-SCHEMA_LOCK_KEY = 0x64696769  # PostgreSQL advisory lock id: any constant other apps on the server don't use
+SCHEMA_LOCK_KEY = 0x64696769  # PostgreSQL advisory lock ids: constants other apps on the server don't use
+QUOTA_LOCK_KEY = SCHEMA_LOCK_KEY + 1
 # A read-only transaction (a hot standby after failover, default_transaction_read_only): wait, don't crash.
 READ_ONLY_SQLSTATE = "25006"
 IDX_IMAGES, IDX_LABELS = "feedback-images-idx3-ubyte", "feedback-labels-idx1-ubyte"
@@ -37,7 +50,7 @@ feedback = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("image", sa.LargeBinary, nullable=False),  # the upload as received, to re-preprocess later
+    sa.Column("image", sa.LargeBinary, nullable=False),  # the drawing, bounded (drawing_png), to preprocess again
     sa.Column("input28", sa.LargeBinary, nullable=False),  # 784 bytes, row-major: what the model saw
     sa.Column("predicted", sa.Integer, nullable=True),  # NULL: the model said "not a digit"
     sa.Column("correct", sa.Integer, nullable=False),
@@ -54,15 +67,51 @@ class StoreUnavailable(RuntimeError):
     down): HTTP 503."""
 
 
+class QuotaReached(RuntimeError):
+    """The store holds as many corrections, or bytes, as its quota allows: HTTP 507."""
+
+
 class SchemaVersionError(RuntimeError):
     """The database was written by a newer digitrecognizer whose schema this code doesn't know."""
+
+
+@dataclass(frozen=True)
+class Quota:
+    """The most corrections a store keeps, in rows and in bytes (the drawings and 28x28 images together)."""
+
+    max_rows: int = 100_000
+    max_bytes: int = 1_000_000_000
+
+    @classmethod
+    def parse(cls, text: str) -> Quota:
+        """'ROWS,SIZE', e.g. '100000,1GB' (SIZE in B, kB, MB or GB)."""
+        match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB)?\s*", text)
+        if not match:
+            raise ValueError(f"feedback quota {text!r}: give ROWS,SIZE, e.g. 100000,1GB")
+        rows, size, unit = match.groups()
+        scale = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9}[unit or "B"]
+        return cls(int(rows), int(float(size) * scale))
+
+    def __str__(self) -> str:
+        return f"{self.max_rows:,} corrections and {self.max_bytes / 1e6:,.0f} MB"
+
+
+def drawing_png(image) -> bytes:
+    """The copy of a drawing the store keeps: 8-bit grayscale, at most DRAWING_MAX_SIDE_PX a side, as PNG.
+    Takes what preprocess.decode takes (a luminance array, image bytes, a PIL image)."""
+    gray = preprocess.decode(image)[0]
+    pixels = Image.fromarray(np.round(np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8))
+    pixels.thumbnail((DRAWING_MAX_SIDE_PX, DRAWING_MAX_SIDE_PX), Image.Resampling.BOX)
+    buffer = io.BytesIO()
+    pixels.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
 class FeedbackRecord:
     id: int
     created_at: datetime  # UTC, timezone-aware
-    image: bytes = field(repr=False)
+    image: bytes = field(repr=False)  # the drawing as a grayscale PNG (drawing_png)
     input28: np.ndarray = field(repr=False, compare=False)  # (28, 28) uint8, read-only
     predicted: int | None
     correct: int
@@ -72,7 +121,8 @@ class FeedbackRecord:
 class FeedbackStore:
     """One Engine shared by all threads; every method runs in its own short transaction."""
 
-    def __init__(self, url: str | os.PathLike | None = None) -> None:
+    def __init__(self, url: str | os.PathLike | None = None, quota: Quota | None = None) -> None:
+        self.quota = quota
         if url is None:
             url = self.default_db_path()
         parsed = _parse_url(url)
@@ -105,7 +155,9 @@ class FeedbackStore:
         data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
         return Path(data_home) / "digitrecognizer" / "feedback.db"
 
-    def add(self, image: bytes, input28: np.ndarray, predicted: int | None, correct: int, model_version: str) -> int:
+    def add(self, drawing, input28: np.ndarray, predicted: int | None, correct: int, model_version: str) -> int:
+        """Stores a correction; `drawing` is anything preprocess.decode reads, kept as `drawing_png` makes it.
+        Raises QuotaReached when the store is full, StoreUnavailable when its database can't be written."""
         _check_digit("correct", correct)
         if predicted is not None:
             _check_digit("predicted", predicted)
@@ -115,14 +167,31 @@ class FeedbackStore:
             raise ValueError(f"input28 must be the (28, 28) uint8 image the model saw, not {got}")
         row = dict(
             created_at=datetime.now(timezone.utc),
-            image=bytes(image),
+            image=drawing_png(drawing),
             input28=pixels.tobytes(),
             predicted=None if predicted is None else int(predicted),
             correct=int(correct),
             model_version=str(model_version),
         )
         with self._guard("storing a correction"), self._writer.begin() as conn:
+            if self.quota is not None:
+                self._check_quota(conn, len(row["image"]) + INPUT28_BYTES)
             return conn.execute(feedback.insert().values(**row)).inserted_primary_key[0]
+
+    def usage(self) -> tuple[int, int]:
+        """Corrections stored, and their bytes (drawings and 28x28 images)."""
+        with self._guard("counting"), self.engine.begin() as conn:
+            return _usage(conn)
+
+    def _check_quota(self, conn: Connection, adding_bytes: int) -> None:
+        # Counted inside the writing transaction, with writers serialised (SQLite: BEGIN IMMEDIATE holds the
+        # write lock; PostgreSQL: an advisory lock), so workers writing at once can't overshoot it together.
+        _lock(conn, QUOTA_LOCK_KEY)
+        rows, size = _usage(conn)
+        if rows + 1 > self.quota.max_rows or size + adding_bytes > self.quota.max_bytes:
+            raise QuotaReached(f"it holds {rows:,} corrections ({size / 1e6:,.1f} MB) and its quota is "
+                               f"{self.quota}: export them (digitrecognizer feedback export) and start a new "
+                               f"database, or raise --feedback-quota")
 
     def get(self, id: int) -> FeedbackRecord | None:
         with self._guard("reading"), self.engine.begin() as conn:
@@ -189,6 +258,23 @@ class FeedbackStore:
                 f"the feedback database {self.location} has schema version {version}, but this digitrecognizer "
                 f"only knows up to version {SCHEMA_VERSION}: upgrade digitrecognizer or use another --db"
             )
+        if version < SCHEMA_VERSION:
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Version 1 to 2, in place and in one transaction: each stored upload is replaced by its bounded copy.
+        A database that can't be written (read-only) is read as it is: its rows have the same columns."""
+        try:
+            with self._guard("upgrading the schema"), self._writer.begin() as conn:
+                _lock_schema(conn)
+                if _read_version(conn) >= SCHEMA_VERSION:  # another process upgraded it meanwhile
+                    return
+                count = _shrink_uploads(conn)
+                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+            log.warning("feedback database %s upgraded to schema version %d: %d stored uploads replaced by "
+                        "bounded copies of their drawings", self.location, SCHEMA_VERSION, count)
+        except StoreUnavailable as err:
+            log.warning("feedback database %s stays at schema version 1 (%s)", self.location, err)
 
     _serial: contextlib.AbstractContextManager = contextlib.nullcontext()
 
@@ -247,8 +333,38 @@ def _lock_schema(conn: Connection) -> None:
     """Serialise schema creation between processes that open a new database at once (the workers of `serve`).
     SQLite's BEGIN IMMEDIATE already holds the database's write lock; PostgreSQL takes a transaction-scoped
     advisory lock, released at commit, after which the others find the tables."""
+    _lock(conn, SCHEMA_LOCK_KEY)
+
+
+def _lock(conn: Connection, key: int) -> None:
+    """A transaction-scoped lock on `key` between processes (PostgreSQL; SQLite's writers already take turns)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+def _usage(conn: Connection) -> tuple[int, int]:
+    rows, size = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(
+        feedback.c.image)), 0))).one()
+    return int(rows), int(size) + int(rows) * INPUT28_BYTES
+
+
+def _shrink_uploads(conn: Connection) -> int:
+    """Replaces every row's stored upload by drawing_png of it, a batch of rows at a time (the uploads may be
+    megabytes each). An upload that can't be decoded any more keeps the 28x28 image the model saw instead."""
+    last_id, count = 0, 0
+    while True:
+        query = (sa.select(feedback.c.id, feedback.c.image, feedback.c.input28).where(feedback.c.id > last_id)
+                 .order_by(feedback.c.id).limit(UPGRADE_BATCH_ROWS))
+        rows = conn.execute(query).all()
+        if not rows:
+            return count
+        for row in rows:
+            try:
+                drawing = drawing_png(bytes(row.image))
+            except preprocess.PreprocessError:
+                drawing = drawing_png(np.frombuffer(row.input28, np.uint8).reshape(28, 28))
+            conn.execute(feedback.update().where(feedback.c.id == row.id).values(image=drawing))
+        last_id, count = rows[-1].id, count + len(rows)
 
 
 def _read_version(conn: Connection) -> int | None:

@@ -5,35 +5,42 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import logging
 import os
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..preprocess import ImageTooLarge, Limits, PreprocessError, UnsupportedImage
+from ..preprocess import ImageTooLarge, Limits, PreprocessError, TooManyMarks, UnsupportedImage, decode
 from ..recognizer import Prediction, Recognizer
-from ..store import FeedbackStore, StoreUnavailable
+from ..store import FeedbackStore, Quota, QuotaReached, StoreUnavailable
 from . import schemas
+from .errors import ApiError, error_response
+from .server import uvicorn_options
+from .guards import LOCAL_HOSTS, BodyGuardMiddleware, BodyRejected, OriginGuardMiddleware, RateLimit
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 ENV_MODEL, ENV_DB = "DIGITRECOGNIZER_MODEL", "DIGITRECOGNIZER_DB"
+# Read by `serve` and by every worker process: a container image can set them instead of passing flags.
+ENV_ALLOWED_HOSTS, ENV_FEEDBACK_QUOTA = "DIGITRECOGNIZER_ALLOWED_HOSTS", "DIGITRECOGNIZER_FEEDBACK_QUOTA"
+ENV_FEEDBACK_RATE = "DIGITRECOGNIZER_FEEDBACK_RATE"
 
 # The page loads only its own files: no inline scripts or styles, nothing from other origins, no framing.
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -58,73 +65,47 @@ class Settings:
     # started after the app, or back after an outage, is used without restarting every replica.
     store_retry_s: float = 5.0
     limits: Limits = field(default_factory=Limits)
+    # The Host names the server answers to ('*' any): the localhost names unless the operator lists others.
+    allowed_hosts: list[str] = field(default_factory=lambda: list(LOCAL_HOSTS))
+    feedback_rate: str = "30/minute"  # corrections per client and worker process (the `limits` library's syntax)
+    feedback_quota: Quota = field(default_factory=Quota)  # corrections kept in all, rows and bytes
+    read_timeout_s: float = 15.0  # the whole body must arrive within this: 5 MB needs about 3 Mbit/s
+    # Threads per worker process for decoding, preprocessing and the model, off the event loop so that it
+    # keeps answering (health checks, refusals) while a request computes. One: more threads of one process
+    # only take turns at the GIL in the Python parts; `serve --workers` adds parallelism.
+    cpu_threads: int = 1
 
     @classmethod
     def from_env(cls) -> "Settings":
         """For worker processes started by uvicorn, which rebuild the app in each process."""
-        return cls(model=os.environ.get(ENV_MODEL) or None, db=os.environ.get(ENV_DB) or None)
+        settings = cls(model=os.environ.get(ENV_MODEL) or None, db=os.environ.get(ENV_DB) or None)
+        if os.environ.get(ENV_ALLOWED_HOSTS):
+            settings.allowed_hosts = split_names(os.environ[ENV_ALLOWED_HOSTS])
+        if os.environ.get(ENV_FEEDBACK_QUOTA):
+            settings.feedback_quota = Quota.parse(os.environ[ENV_FEEDBACK_QUOTA])
+        if os.environ.get(ENV_FEEDBACK_RATE):
+            settings.feedback_rate = os.environ[ENV_FEEDBACK_RATE]
+        return settings
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def split_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 ERROR_RESPONSES = {status: {"model": schemas.ErrorOut, "description": text} for status, text in {
-    400: "damaged image or malformed request", 413: "body or image too large", 415: "not a PNG, JPEG or WebP image",
-    422: "missing or invalid field", 503: "feedback store unavailable"}.items()}
+    400: "damaged image, malformed request, or a Host name the server does not answer to",
+    403: "a write from another site's page", 408: "the body did not arrive within the read timeout",
+    413: "body or image too large", 415: "not a PNG, JPEG or WebP image",
+    422: "missing or invalid field, or a number of more marks than the limit",
+    503: "more connections than the server's cap"}.items()}
+FEEDBACK_ERRORS = {**ERROR_RESPONSES, **{status: {"model": schemas.ErrorOut, "description": text} for status, text in {
+    429: "this client sent more corrections than the rate limit allows (Retry-After says when to try again)",
+    503: "feedback store unavailable, or more connections than the server's cap",
+    507: "the feedback store's quota is full"}.items()}}
 
 
 # ----------------------------------------------------------------------------------------------
-# ASGI middleware: a body limit enforced while the body streams in, and headers on every response
-
-
-class BodyLimitMiddleware:
-    """Refuses bodies over the limit with 413 before reading them: by Content-Length when it is given,
-    else by counting bytes as they arrive (a 50 MB upload is cut off after 5 MB, not buffered)."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        too_large = error_response(413, "too_large", f"the request body is over the limit of "
-                                                     f"{self.max_bytes / 1e6:.0f} MB: send a smaller image")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await too_large(scope, receive, send)
-        received = 0
-        response_started = False
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message):
-            nonlocal response_started
-            response_started |= message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not response_started:
-                await too_large(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
+# ASGI middleware: headers on every response (the guards are in guards.py)
 
 
 class SecurityHeadersMiddleware:
@@ -155,24 +136,11 @@ class SecurityHeadersMiddleware:
 # ----------------------------------------------------------------------------------------------
 # Reading the image from either request form
 
-IMAGE_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-            "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP file"}}}},
-        "application/json": {"schema": schemas.ImageJSON.model_json_schema()},
-    },
-}
-FEEDBACK_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["image", "correct"], "properties": {
-            "image": {"type": "string", "format": "binary"},
-            "predicted": {"type": "integer", "minimum": 0, "maximum": 9},
-            "correct": {"type": "integer", "minimum": 0, "maximum": 9}}}},
-        "application/json": {"schema": schemas.FeedbackJSON.model_json_schema()},
-    },
-}
+def request_body(json_model: type[schemas.ImageJSON], form_model: type[schemas.ImageForm]) -> dict:
+    return {"required": True, "content": {
+        "multipart/form-data": {"schema": schemas.multipart_schema(form_model)},
+        "application/json": {"schema": json_model.model_json_schema()},
+    }}
 
 
 def decode_base64_image(text: str) -> bytes:
@@ -186,30 +154,51 @@ def decode_base64_image(text: str) -> bytes:
         raise ApiError(400, "bad_base64", "the image field is not valid base64") from None
 
 
-async def read_request(request: Request, max_bytes: int) -> tuple[bytes, dict]:
-    """The image bytes and the other fields, from multipart/form-data or JSON."""
+def invalid_fields(err: ValidationError) -> ApiError:
+    """Pydantic's first complaint as the API's error: malformed JSON, a missing field or a bad label."""
+    first = err.errors(include_url=False)[0]
+    name = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "json_invalid":
+        return ApiError(400, "bad_json", f"the body is not valid JSON: {first['msg']}")
+    if first["type"] == "missing" and name == "image":
+        return ApiError(422, "missing_field", 'send JSON like {"image": "data:image/png;base64,..."}')
+    if first["type"] == "missing":
+        return ApiError(422, "missing_field", f"'{name}' is required: the right digit, 0-9")
+    if name in schemas.LABEL_FIELDS:
+        got = repr(first["input"])
+        got = got if len(got) <= 40 else got[:37] + "..."
+        return ApiError(422, "invalid_label", f"'{name}' must be a digit 0-9 written as an integer, got {got}")
+    if not name:
+        return ApiError(422, "missing_field", 'send a JSON object like {"image": "data:image/png;base64,..."}')
+    return ApiError(422, "invalid_request", f"{name}: {first['msg']}")
+
+
+async def read_request(request: Request, max_bytes: int, json_model: type[schemas.ImageJSON],
+                       form_model: type[schemas.ImageForm]) -> tuple[bytes, BaseModel]:
+    """The image bytes and the other fields, validated by the endpoint's models, from multipart/form-data or JSON."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         try:
             form = await request.form(max_files=1, max_fields=10, max_part_size=max_bytes)
-        except _BodyTooLarge:
+        except BodyRejected:
             raise
         except Exception as err:  # python-multipart's errors: malformed boundaries, too many parts, ...
             raise ApiError(400, "bad_form", f"the multipart form cannot be read: {err}") from None
         upload = form.get("image")
         if upload is None:
             raise ApiError(422, "missing_field", "send the image in a multipart field named 'image'")
+        try:
+            fields = form_model.model_validate({k: v for k, v in form.items() if isinstance(v, str) and k != "image"})
+        except ValidationError as err:
+            raise invalid_fields(err) from None
         data = await upload.read() if isinstance(upload, UploadFile) else str(upload).encode()
-        fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
         return data, fields
     if content_type == "application/json":
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "bad_json", "the body is not valid JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("image"), str):
-            raise ApiError(422, "missing_field", 'send JSON like {"image": "data:image/png;base64,..."}')
-        return decode_base64_image(body["image"]), {k: v for k, v in body.items() if k != "image"}
+        try:  # pydantic's own JSON parser: it bounds nesting depth and number size
+            body = json_model.model_validate_json(await request.body())
+        except ValidationError as err:
+            raise invalid_fields(err) from None
+        return decode_base64_image(body.image), body
     raise ApiError(415, "unsupported_content_type",
                    f"content type {content_type or '(none)'} is not accepted: send multipart/form-data with an "
                    "'image' file, or application/json with a data URL")
@@ -219,20 +208,6 @@ def png_data_url(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def parse_digit(value, name: str, required: bool) -> int | None:
-    if value is None or value == "":
-        if required:
-            raise ApiError(422, "missing_field", f"'{name}' is required: the right digit, 0-9")
-        return None
-    try:
-        digit = int(value)
-    except (TypeError, ValueError):
-        digit = None
-    if digit is None or isinstance(value, bool) or str(digit) != str(value).strip() or not 0 <= digit <= 9:
-        raise ApiError(422, "invalid_label", f"'{name}' must be a digit 0-9, got {value!r}")
-    return digit
 
 
 def digit_out(p: Prediction) -> dict:
@@ -254,7 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.state.store is None and opening_store.acquire(blocking=False):
             try:
                 if app.state.store is None and time.monotonic() >= app.state.store_retry_at:
-                    app.state.store = FeedbackStore(settings.db)
+                    app.state.store = FeedbackStore(settings.db, quota=settings.feedback_quota)
             except (StoreUnavailable, RuntimeError, OSError) as err:
                 log.error("feedback store unavailable: %s", err)
                 app.state.store_error = str(err)
@@ -266,6 +241,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.recognizer = Recognizer(settings.model, limits=settings.limits)
+        app.state.cpu = anyio.CapacityLimiter(settings.cpu_threads)
         app.state.store, app.state.store_error, app.state.store_retry_at = None, "not opened yet", 0.0
         open_store(app)
         yield
@@ -278,12 +254,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "as JSON `{\"image\": \"data:image/png;base64,...\"}`. Errors are JSON: "
                     "`{\"error\": {\"code\", \"message\"}}`.",
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # The last added runs first: unknown hosts and cross-site writes are refused before any body is read.
+    app.add_middleware(BodyGuardMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s)
+    app.add_middleware(OriginGuardMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(SecurityHeadersMiddleware)
+    feedback_rate = RateLimit(settings.feedback_rate)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
-        return error_response(err.status, err.code, err.message)
+        return error_response(err.status, err.code, err.message, headers=err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):
@@ -304,34 +283,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unexpected error on %s", request.url.path)
         return error_response(500, "internal_error", "something went wrong on our side; the error was logged")
 
-    def run_recognizer(fn, data: bytes):
-        """Decode, preprocess and infer *in the event loop*, on purpose: it is 2-10 ms of CPU work, and handing
-        it to the thread pool made threads of one process fight over the GIL (measured with benchmarks/load.py
-        at 16 clients, 2 workers: 696 requests/s with p99 58 ms in the pool, 749/s with p99 30 ms inline).
-        Parallelism comes from worker processes (`serve --workers`); the body and pixel limits bound the
-        longest a request can hold its worker."""
+    async def run_recognizer(request: Request, fn, *args):
+        """Decode, preprocess and infer in a worker thread, one request at a time per process (`cpu_threads`):
+        the event loop stays free to answer health checks and refusals while a worst-case image (a 16 MP photo,
+        a number of 32 marks) computes. Parallelism comes from worker processes (`serve --workers`)."""
         try:
-            return fn(data)
+            return await anyio.to_thread.run_sync(fn, *args, limiter=request.app.state.cpu)
         except ImageTooLarge as err:
             raise ApiError(413, "too_large", str(err)) from None
         except UnsupportedImage as err:
             raise ApiError(415, "not_an_image", str(err)) from None
+        except TooManyMarks as err:
+            raise ApiError(422, "too_many_marks", str(err)) from None
         except PreprocessError as err:
             raise ApiError(400, "bad_image", str(err)) from None
 
+    def elapsed_ms(started: float) -> float:
+        return round(1000 * (time.perf_counter() - started), 2)
+
     @app.post("/api/predict", response_model=schemas.PredictOut, responses=ERROR_RESPONSES,
-              openapi_extra={"requestBody": IMAGE_BODY}, summary="Read one digit")
+              openapi_extra={"requestBody": request_body(schemas.ImageJSON, schemas.ImageForm)},
+              summary="Read one digit")
     async def predict(request: Request):
-        data, _ = await read_request(request, settings.max_body_bytes)
+        data, _ = await read_request(request, settings.max_body_bytes, schemas.ImageJSON, schemas.ImageForm)
         rec: Recognizer = request.app.state.recognizer
         started = time.perf_counter()
-        p = run_recognizer(rec.predict, data)
-        return {**digit_out(p), "model_version": rec.version, "elapsed_ms": round(1000 * (time.perf_counter() - started), 2)}
+        p = await run_recognizer(request, rec.predict, data)
+        return {**digit_out(p), "model_version": rec.version, "elapsed_ms": elapsed_ms(started)}
 
     @app.post("/api/read", response_model=schemas.ReadOut, responses=ERROR_RESPONSES,
-              openapi_extra={"requestBody": IMAGE_BODY}, summary="Read a number written as digits side by side")
+              openapi_extra={"requestBody": request_body(schemas.ImageJSON, schemas.ImageForm)},
+              summary="Read a number written as digits side by side")
     async def read(request: Request):
-        data, _ = await read_request(request, settings.max_body_bytes)
+        data, _ = await read_request(request, settings.max_body_bytes, schemas.ImageJSON, schemas.ImageForm)
         rec: Recognizer = request.app.state.recognizer
         started = time.perf_counter()
 
@@ -341,37 +325,54 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 size = image.size
             return reading, size
 
-        reading, (width, height) = run_recognizer(work, data)
+        reading, (width, height) = await run_recognizer(request, work, data)
         return {"text": reading.text, "digits": [digit_out(d) for d in reading.digits], "input_width": width,
-                "input_height": height, "model_version": rec.version,
-                "elapsed_ms": round(1000 * (time.perf_counter() - started), 2)}
+                "input_height": height, "model_version": rec.version, "elapsed_ms": elapsed_ms(started)}
 
-    @app.post("/api/feedback", status_code=201, response_model=schemas.FeedbackOut, responses=ERROR_RESPONSES,
-              openapi_extra={"requestBody": FEEDBACK_BODY}, summary="Store a correction")
+    @app.post("/api/feedback", status_code=201, response_model=schemas.FeedbackOut, responses=FEEDBACK_ERRORS,
+              openapi_extra={"requestBody": request_body(schemas.FeedbackJSON, schemas.FeedbackForm)},
+              summary="Store a correction")
     async def feedback(request: Request):
-        data, fields = await read_request(request, settings.max_body_bytes)
-        correct = parse_digit(fields.get("correct"), "correct", required=True)
-        predicted = parse_digit(fields.get("predicted"), "predicted", required=False)
+        data, fields = await read_request(request, settings.max_body_bytes, schemas.FeedbackJSON,
+                                          schemas.FeedbackForm)
+        # Counted once the request is valid, before the work it would cost: malformed requests are cheap to
+        # refuse, and a client that mistyped a label has not used up its corrections.
+        client = request.client.host if request.client else "unknown"
+        retry_after = feedback_rate.retry_after_s(client)
+        if retry_after is not None:
+            raise ApiError(429, "too_many_corrections", f"this client sent more than {feedback_rate} corrections: "
+                                                         f"try again in {retry_after} s",
+                           headers={"Retry-After": str(retry_after)})
         rec: Recognizer = request.app.state.recognizer
-        p = run_recognizer(rec.predict, data)
+
+        def work(payload: bytes):
+            drawing = decode(payload, rec.limits)[0]  # decoded once: the model reads it and the store keeps it
+            return drawing, rec.predict(drawing)
+
+        drawing, p = await run_recognizer(request, work, data)
         store: FeedbackStore | None = request.app.state.store or await run_in_threadpool(open_store, request.app)
         if store is None:
             raise ApiError(503, "store_unavailable", f"corrections cannot be stored right now: "
                                                      f"{request.app.state.store_error}")
         try:  # the write waits on disk (fsync) and on other writers: that belongs in the thread pool
-            row_id = await run_in_threadpool(store.add, data, p.input28, predicted, correct, rec.version)
+            row_id = await run_in_threadpool(store.add, drawing, p.input28, fields.predicted, fields.correct,
+                                             rec.version)
+        except QuotaReached as err:
+            raise ApiError(507, "quota_reached", f"the feedback store is full: {err}") from None
         except StoreUnavailable as err:
             raise ApiError(503, "store_unavailable", f"corrections cannot be stored right now: {err}") from None
         return {"id": row_id, "stored": True}
 
-    @app.get("/api/health", response_model=schemas.HealthOut, summary="Liveness and the model version")
     async def health(request: Request):
         return {"status": "ok", "model_version": request.app.state.recognizer.version}
 
+    app.add_api_route("/api/health", health, methods=["GET"], response_model=schemas.HealthOut,
+                      summary="Liveness and the model version")
+    app.add_api_route("/api/health", health, methods=["HEAD"], operation_id="health_head",
+                      summary="Liveness, for load balancers that probe with HEAD (no body)")
+
     @app.get("/api/model", summary="The model card: metrics, calibration, thresholds, provenance")
     async def model_card(request: Request):
-        from dataclasses import asdict
-
         card = asdict(request.app.state.recognizer.card)
         card["training"] = {k: v for k, v in card["training"].items() if k != "history"}
         return card
@@ -391,14 +392,17 @@ def app_from_env() -> FastAPI:
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 5000, workers: int = 1,
           access_log: bool = False) -> None:
-    """Run the app with uvicorn. One line per request (access_log) costs about a tenth of the throughput
-    under load, so it is off unless asked for; errors are always logged."""
+    """Run the app with uvicorn, within the server's limits (server.py). One line per request (access_log)
+    costs about a tenth of the throughput under load, so it is off unless asked for; errors are always logged."""
     import uvicorn
 
-    print(f"DigitRecognizer on http://{host}:{port}  (API docs: http://{host}:{port}/docs)", flush=True)
-    options = dict(host=host, port=port, log_level="info", access_log=access_log)
+    print(f"DigitRecognizer on http://{host}:{port}  (API docs: http://{host}:{port}/docs), answering to "
+          f"{', '.join(settings.allowed_hosts)}", flush=True)
+    options = dict(host=host, port=port, log_level="info", access_log=access_log, **uvicorn_options())
     if workers > 1:
         # Each worker process builds its own app (and ONNX session); state lives only in files and the database.
+        os.environ.update({ENV_ALLOWED_HOSTS: ",".join(settings.allowed_hosts), ENV_FEEDBACK_RATE: settings.feedback_rate,
+                           ENV_FEEDBACK_QUOTA: f"{settings.feedback_quota.max_rows},{settings.feedback_quota.max_bytes}"})
         if settings.model:
             os.environ[ENV_MODEL] = str(settings.model)
         if settings.db:

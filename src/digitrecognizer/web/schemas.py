@@ -1,8 +1,17 @@
-"""The REST API's request and response models: the OpenAPI document at /docs is generated from these."""
+"""The REST API's request and response models: requests are validated by these, and the OpenAPI document at
+/docs is generated from them."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+# JSON labels must be JSON integers ("7", 7.0 and true are refused); form fields arrive as text and are parsed
+# as integers ("7" is 7; "", "seven" and "3.5" are refused).
+JsonDigit = Annotated[StrictInt, Field(ge=0, le=9)]
+FormDigit = Annotated[int, Field(ge=0, le=9)]
+LABEL_FIELDS = ("correct", "predicted")
 
 
 class ImageJSON(BaseModel):
@@ -11,8 +20,31 @@ class ImageJSON(BaseModel):
 
 
 class FeedbackJSON(ImageJSON):
-    predicted: int | None = Field(None, description="the digit the app showed (null: it showed none)")
-    correct: int = Field(description="the right digit, 0-9")
+    predicted: JsonDigit | None = Field(None, description="the digit the app showed, 0-9 (null or absent: it "
+                                                          "showed none)")
+    correct: JsonDigit = Field(description="the right digit, 0-9")
+
+
+class ImageForm(BaseModel):
+    """The multipart fields besides the `image` file: none for reading."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class FeedbackForm(ImageForm):
+    predicted: FormDigit | None = Field(None, description="the digit the app showed, 0-9 (absent: it showed none)")
+    correct: FormDigit = Field(description="the right digit, 0-9")
+
+
+def multipart_schema(form: type[ImageForm]) -> dict:
+    """The OpenAPI schema of a multipart body: the `image` file and the form model's fields."""
+    schema = form.model_json_schema()
+    schema.pop("title", None)
+    schema.pop("description", None)
+    schema["properties"] = {"image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP file"},
+                            **schema.get("properties", {})}
+    schema["required"] = ["image", *schema.get("required", [])]
+    return schema
 
 
 class DigitOut(BaseModel):
