@@ -30,6 +30,7 @@ from ..preprocess import ImageTooLarge, Limits, PreprocessError, UnsupportedImag
 from ..recognizer import Prediction, Recognizer
 from ..store import FeedbackStore, StoreUnavailable
 from . import schemas
+from .redoc import add_redoc
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -273,11 +274,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.store.close()
 
     app = FastAPIOffline(
-        title="DigitRecognizer", version=__version__, lifespan=lifespan,
+        title="DigitRecognizer", version=__version__, lifespan=lifespan, redoc_url=None,
         description="Handwritten digit recognition. Send a PNG, JPEG or WebP image as multipart field `image` or "
                     "as JSON `{\"image\": \"data:image/png;base64,...\"}`. Errors are JSON: "
                     "`{\"error\": {\"code\", \"message\"}}`.",
     )
+    add_redoc(app)  # ReDoc from the package, its logo included
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
 
