@@ -12,7 +12,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +25,9 @@ from .data import IMAGE_MAGIC, LABEL_MAGIC
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
+# How long after it was stored a correction may still be changed by whoever sent it (a second thought on the
+# same drawing), so that one drawing makes one correction.
+CHANGE_WINDOW = timedelta(minutes=30)
 SCHEMA_LOCK_KEY = 0x64696769  # PostgreSQL advisory lock id: any constant other apps on the server don't use
 # A read-only transaction (a hot standby after failover, default_transaction_read_only): wait, don't crash.
 READ_ONLY_SQLSTATE = "25006"
@@ -123,6 +126,16 @@ class FeedbackStore:
         )
         with self._guard("storing a correction"), self._writer.begin() as conn:
             return conn.execute(feedback.insert().values(**row)).inserted_primary_key[0]
+
+    def change(self, id: int, image: bytes, correct: int) -> bool:
+        """Changes the right digit of correction `id` if it was stored with exactly these image bytes within
+        CHANGE_WINDOW: only its sender has them. False (nothing changed) otherwise."""
+        _check_digit("correct", correct)
+        recent = datetime.now(timezone.utc) - CHANGE_WINDOW
+        query = (feedback.update().where(feedback.c.id == int(id), feedback.c.image == bytes(image),
+                                         feedback.c.created_at >= recent).values(correct=int(correct)))
+        with self._guard("changing a correction"), self._writer.begin() as conn:
+            return conn.execute(query).rowcount == 1
 
     def get(self, id: int) -> FeedbackRecord | None:
         with self._guard("reading"), self.engine.begin() as conn:

@@ -170,6 +170,8 @@ FEEDBACK_BODY = {
         "multipart/form-data": {"schema": {"type": "object", "required": ["image", "correct"], "properties": {
             "image": {"type": "string", "format": "binary"},
             "predicted": {"type": "integer", "minimum": 0, "maximum": 9},
+            "replaces": {"type": "integer", "minimum": 1,
+                         "description": "a correction of the same image sent before: change it instead of adding one"},
             "correct": {"type": "integer", "minimum": 0, "maximum": 9}}}},
         "application/json": {"schema": schemas.FeedbackJSON.model_json_schema()},
     },
@@ -234,6 +236,15 @@ def parse_digit(value, name: str, required: bool) -> int | None:
     if digit is None or isinstance(value, bool) or str(digit) != str(value).strip() or not 0 <= digit <= 9:
         raise ApiError(422, "invalid_label", f"'{name}' must be a digit 0-9, got {value!r}")
     return digit
+
+
+def parse_id(value) -> int | None:
+    """An optional correction id (`replaces`): a positive integer, or absent."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not str(value).strip().isdigit():
+        raise ApiError(422, "invalid_id", f"'replaces' must be the id of a correction, got {value!r}")
+    return int(value)
 
 
 def digit_out(p: Prediction) -> dict:
@@ -354,6 +365,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data, fields = await read_request(request, settings.max_body_bytes)
         correct = parse_digit(fields.get("correct"), "correct", required=True)
         predicted = parse_digit(fields.get("predicted"), "predicted", required=False)
+        replaces = parse_id(fields.get("replaces"))
         rec: Recognizer = request.app.state.recognizer
         p = run_recognizer(rec.predict, data)
         store: FeedbackStore | None = request.app.state.store or await run_in_threadpool(open_store, request.app)
@@ -361,6 +373,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(503, "store_unavailable", f"corrections cannot be stored right now: "
                                                      f"{request.app.state.store_error}")
         try:  # the write waits on disk (fsync) and on other writers: that belongs in the thread pool
+            if replaces is not None and await run_in_threadpool(store.change, replaces, data, correct):
+                return {"id": replaces, "stored": True}
             row_id = await run_in_threadpool(store.add, data, p.input28, predicted, correct, rec.version)
         except StoreUnavailable as err:
             raise ApiError(503, "store_unavailable", f"corrections cannot be stored right now: {err}") from None

@@ -13,6 +13,8 @@ class ImageJSON(BaseModel):
 class FeedbackJSON(ImageJSON):
     predicted: int | None = Field(None, description="the digit the app showed (null: it showed none)")
     correct: int = Field(description="the right digit, 0-9")
+    replaces: int | None = Field(None, description="the id of a correction of the same image sent before: it is "
+                                                   "changed instead of a new one added")
 
 
 class DigitOut(BaseModel):
