@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,6 +37,9 @@ DRAWING_MAX_SIDE_PX = 256  # ten times the model's 20 px digit box: enough to pr
 INPUT28_BYTES = 28 * 28
 UPGRADE_BATCH_ROWS = 200
 BUSY_TIMEOUT_MS = 5000
+# How long after it was stored a correction may still be changed by whoever sent it (a second thought on the
+# same drawing), so that one drawing makes one correction.
+CHANGE_WINDOW = timedelta(minutes=30)
 SCHEMA_LOCK_KEY = 0x64696769  # PostgreSQL advisory lock ids: constants other apps on the server don't use
 QUOTA_LOCK_KEY = SCHEMA_LOCK_KEY + 1
 # A read-only transaction (a hot standby after failover, default_transaction_read_only): wait, don't crash.
@@ -177,6 +180,16 @@ class FeedbackStore:
             if self.quota is not None:
                 self._check_quota(conn, len(row["image"]) + INPUT28_BYTES)
             return conn.execute(feedback.insert().values(**row)).inserted_primary_key[0]
+
+    def change(self, id: int, drawing, correct: int) -> bool:
+        """Changes the right digit of correction `id` if it was stored from the same drawing within CHANGE_WINDOW:
+        only its sender has that drawing. False (nothing changed) otherwise."""
+        _check_digit("correct", correct)
+        recent = datetime.now(timezone.utc) - CHANGE_WINDOW
+        query = (feedback.update().where(feedback.c.id == int(id), feedback.c.image == drawing_png(drawing),
+                                         feedback.c.created_at >= recent).values(correct=int(correct)))
+        with self._guard("changing a correction"), self._writer.begin() as conn:
+            return conn.execute(query).rowcount == 1
 
     def usage(self) -> tuple[int, int]:
         """Corrections stored, and their bytes (drawings and 28x28 images)."""

@@ -31,6 +31,7 @@ from ..preprocess import ImageTooLarge, Limits, PreprocessError, TooManyMarks, U
 from ..recognizer import Prediction, Recognizer
 from ..store import FeedbackStore, Quota, QuotaReached, StoreUnavailable
 from . import schemas
+from .redoc import add_redoc
 from .errors import ApiError, error_response
 from .server import uvicorn_options
 from .guards import LOCAL_HOSTS, BodyGuardMiddleware, BodyRejected, OriginGuardMiddleware, RateLimit
@@ -249,11 +250,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.store.close()
 
     app = FastAPIOffline(
-        title="DigitRecognizer", version=__version__, lifespan=lifespan,
+        title="DigitRecognizer", version=__version__, lifespan=lifespan, redoc_url=None,
         description="Handwritten digit recognition. Send a PNG, JPEG or WebP image as multipart field `image` or "
                     "as JSON `{\"image\": \"data:image/png;base64,...\"}`. Errors are JSON: "
                     "`{\"error\": {\"code\", \"message\"}}`.",
     )
+    add_redoc(app)  # ReDoc from the package, its logo included
     # The last added runs first: unknown hosts and cross-site writes are refused before any body is read.
     app.add_middleware(BodyGuardMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s)
     app.add_middleware(OriginGuardMiddleware, allowed_hosts=settings.allowed_hosts)
@@ -355,6 +357,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(503, "store_unavailable", f"corrections cannot be stored right now: "
                                                      f"{request.app.state.store_error}")
         try:  # the write waits on disk (fsync) and on other writers: that belongs in the thread pool
+            if fields.replaces is not None and await run_in_threadpool(store.change, fields.replaces, drawing,
+                                                                       fields.correct):
+                return {"id": fields.replaces, "stored": True}
             row_id = await run_in_threadpool(store.add, drawing, p.input28, fields.predicted, fields.correct,
                                              rec.version)
         except QuotaReached as err:

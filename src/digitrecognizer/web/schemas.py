@@ -23,6 +23,9 @@ class FeedbackJSON(ImageJSON):
     predicted: JsonDigit | None = Field(None, description="the digit the app showed, 0-9 (null or absent: it "
                                                           "showed none)")
     correct: JsonDigit = Field(description="the right digit, 0-9")
+    replaces: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="the id of a correction of the same drawing sent before: it is changed instead of a new "
+                          "one added")
 
 
 class ImageForm(BaseModel):
@@ -34,6 +37,9 @@ class ImageForm(BaseModel):
 class FeedbackForm(ImageForm):
     predicted: FormDigit | None = Field(None, description="the digit the app showed, 0-9 (absent: it showed none)")
     correct: FormDigit = Field(description="the right digit, 0-9")
+    replaces: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="the id of a correction of the same drawing sent before: it is changed instead of a new "
+                          "one added")
 
 
 def multipart_schema(form: type[ImageForm]) -> dict:

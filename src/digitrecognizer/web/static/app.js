@@ -1,401 +1,348 @@
-// DigitRecognizer page: a drawing pad that asks the API what it reads while you draw.
-// Plain JavaScript, no build step. Everything shown from the server goes through textContent, never innerHTML.
-"use strict";
+// DigitRecognizer page: owns the flow between the pad, the source of answers and what is shown.
+// - asks for an answer while the pen is down (at most every CADENCE_MS) and at once when it lifts;
+//   the newest drawing always wins: an answer to an older drawing never replaces a newer one;
+// - the pen-width hint, the two modes (a drawing survives a switch), photos, corrections, keyboard.
+// Plain JavaScript modules, no build step. pad.js draws, show.js shows, answers.js talks to the server.
+import { serverAnswers } from "./answers.js";
+import { createPad, PAD_SIZES } from "./pad.js";
+import { preparePhoto } from "./photo.js";
+import { clearBoxes, containMap, createView, drawBoxes } from "./show.js";
 
-(() => {
-  const DEBOUNCE_MS = 80;          // after the last stroke movement: an answer within ~100 ms, no request flood
-  const PAD_SIZES = { digit: [280, 280], number: [640, 240] };
-  const INK = "#ffffff";
-  const PAPER = "#000000";         // white on black, like MNIST; the PNG is opaque so the server sees a real image
+const CADENCE_MS = 120;       // live answers while drawing: fresh enough to feel instant, few enough requests
+const THICK_IN_20PX = 3.6;    // the stroke's width once the drawing is scaled to MNIST's 20 px box: above this,
+                              // small writing turns into a blob (MNIST strokes are about 2-3 px)
+const THIN_TO_20PX = 2.4;     // the width the "thinner pen" gives those strokes
+const HINTS = { digit: "one digit, as large as you like", number: "a number, digits side by side with a gap" };
+const EMPTY = { digit: "Draw a digit: the answer appears as you draw.", number: "Write a number, digits side by side." };
 
-  const $ = (id) => document.getElementById(id);
-  const pad = $("pad"), overlay = $("overlay"), padWrap = $("pad-wrap");
-  const ctx = pad.getContext("2d"), octx = overlay.getContext("2d");
-  const result = $("result"), predictionEl = $("prediction"), confidenceEl = $("confidence");
-  const stateText = $("state-text"), barsEl = $("bars"), preview = $("preview");
-  const BLANK_PREVIEW = preview.getAttribute("src");  // the page's 1x1 black image: the model's empty input
-  const numberWrap = $("number-wrap"), numberEl = $("number"), piecesEl = $("pieces");
-  const feedbackStatus = $("feedback-status"), feedbackKeys = $("feedback-keys");
-  const brush = $("brush"), upload = $("upload");
+const $ = (id) => document.getElementById(id);
+const source = serverAnswers;  // the one place that decides where answers come from
+const pad = createPad($("pad"), $("overlay"));
+const view = createView();
+const overlay = $("overlay"), result = $("result"), brush = $("brush"), upload = $("upload");
+const feedbackStatus = $("feedback-status"), feedbackKeys = $("feedback-keys");
 
-  const state = {
-    mode: "digit",
-    strokes: [],          // each stroke: {width, points: [[x, y], ...]} in canvas pixels
-    current: null,
-    uploaded: null,       // an uploaded image (Blob) shown on the pad instead of strokes
-    uploadedBitmap: null,
-    timer: null,
-    inflight: null,       // AbortController of the request in flight
-    lastSent: null,       // the Blob of the last drawing sent (feedback sends the same image)
-    lastDigit: null,
-    generation: 0,        // bumps on every change: answers to older drawings are dropped
-  };
+const state = {
+  mode: "digit",
+  photo: null,           // the photo's Blob to send, while a photo is on the pad
+  shown: null,           // {version, answer, image}: the answer on screen and the image it read
+  inflight: null,        // {version, controller}: the request on its way
+  queued: false,         // a newer drawing waits for the request in flight
+  lastAskAt: 0,
+  strokeStartAt: 0,
+  timer: null,
+  correction: null,      // {version, id, digit} or {version, ids, text}: what this drawing's correction stored
+  saving: Promise.resolve(),
+};
 
-  // ---------------------------------------------------------------------------------------------
-  // Bars and feedback keys
+// -------------------------------------------------------------------------------------------------
+// Asking while drawing
 
-  const bars = [];
-  for (let d = 0; d < 10; d++) {
-    const li = document.createElement("li");
-    li.className = "bar";
-    li.innerHTML = '<span class="bar-label"></span><span class="bar-track"><span class="bar-fill"></span></span><span class="bar-value"></span>';
-    li.querySelector(".bar-label").textContent = String(d);
-    li.querySelector(".bar-value").textContent = "0%";
-    li.setAttribute("aria-label", `${d}: 0 percent`);
-    barsEl.appendChild(li);
-    bars.push(li);
+function hasDrawing() { return state.photo !== null || !pad.isEmpty(); }
 
-    const key = document.createElement("button");
-    key.type = "button";
-    key.textContent = String(d);
-    key.dataset.testid = `feedback-${d}`;
-    key.setAttribute("aria-label", `The right digit is ${d}`);
-    key.addEventListener("click", () => sendFeedback(d));
-    feedbackKeys.appendChild(key);
-  }
+function askSoon() {
+  if (state.timer) return;
+  const since = Math.max(state.lastAskAt, state.strokeStartAt);
+  const wait = Math.max(0, since + CADENCE_MS - performance.now());
+  state.timer = setTimeout(() => { state.timer = null; askNow(false); }, wait);
+}
 
-  function showBars(probabilities) {
-    const top = probabilities ? probabilities.indexOf(Math.max(...probabilities)) : -1;
-    bars.forEach((li, d) => {
-      const p = probabilities ? probabilities[d] : 0;
-      li.querySelector(".bar-fill").style.transform = `scaleX(${p})`;
-      const pct = p >= 0.995 ? "100%" : p < 0.001 ? "0%" : `${(100 * p).toFixed(p < 0.1 ? 1 : 0)}%`;
-      li.querySelector(".bar-value").textContent = pct;
-      li.setAttribute("aria-label", `${d}: ${pct}`);
-      li.classList.toggle("lead", d === top && p > 0);
-    });
-  }
+// `final`: the pen lifted, or the drawing changed at once (undo, photo, mode): an older request is aborted.
+function askNow(final) {
+  clearTimeout(state.timer);
+  state.timer = null;
+  const version = pad.version;
+  if (state.shown && state.shown.version === version) return;
+  if (state.inflight && state.inflight.version === version) return;
+  if (state.inflight && !final) { state.queued = true; return; }  // an answer a moment old beats none
+  if (state.inflight) state.inflight.controller.abort();
+  if (!hasDrawing()) { showNothing(); return; }
+  send(version);
+}
 
-  function setFeedbackEnabled(enabled) {
-    feedbackKeys.querySelectorAll("button").forEach((b) => { b.disabled = !enabled; });
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Showing answers
-
-  function setState(name, message) {
-    result.dataset.state = name;
-    if (message !== undefined) stateText.textContent = message;
-  }
-
-  function showEmpty() {
-    predictionEl.textContent = "";
-    confidenceEl.textContent = "";
-    numberEl.textContent = "";
-    piecesEl.replaceChildren();
-    showBars(null);
-    preview.src = BLANK_PREVIEW;
-    clearOverlay();
-    setFeedbackEnabled(false);
-    setState("empty", state.mode === "digit" ? "Draw a digit: the answer appears as you draw."
-                                              : "Write a number, digits side by side.");
-  }
-
-  function showDigit(answer) {
-    state.lastDigit = answer.digit;
-    preview.src = answer.input28 || BLANK_PREVIEW;
-    showBars(answer.blank ? null : answer.probabilities);
-    if (answer.blank) { showEmpty(); return; }
-    setFeedbackEnabled(true);
-    if (answer.is_digit) {
-      predictionEl.textContent = String(answer.digit);
-      confidenceEl.textContent = `${(100 * answer.confidence).toFixed(1)}% sure`;
-      setState("digit", "");
-    } else {
-      predictionEl.textContent = "";
-      confidenceEl.textContent = "";
-      setState("not-digit", "That doesn't look like a digit. Try again, or tell us what it is.");
+async function send(version) {
+  const controller = new AbortController();
+  state.inflight = { version, controller };
+  state.queued = false;
+  state.lastAskAt = performance.now();
+  const image = state.photo || pad.encode();
+  const mode = state.mode;
+  try {
+    const answer = await (mode === "digit" ? source.readDigit(image, controller.signal)
+                                           : source.readNumber(image, controller.signal));
+    if (isNewest(version) && mode === state.mode) show(version, answer, image);
+  } catch (err) {
+    if (err.name !== "AbortError" && isNewest(version)) {
+      state.shown = { version, answer: null, image };
+      clearBoxes(overlay);
+      view.error(err.message);
     }
+  } finally {
+    if (state.inflight && state.inflight.controller === controller) state.inflight = null;
+    if (state.queued) { state.queued = false; askSoon(); }
   }
+}
 
-  function showNumber(answer) {
-    numberEl.textContent = answer.text;
-    predictionEl.textContent = "";
-    confidenceEl.textContent = "";
-    setFeedbackEnabled(false);
-    drawBoxes(answer);
-    // Each digit as the model saw it, with what it read and how sure it is.
-    piecesEl.replaceChildren(...answer.digits.map((d) => {
-      const li = document.createElement("li");
-      const img = document.createElement("img");
-      img.src = d.input28 || BLANK_PREVIEW;
-      img.alt = d.is_digit ? `read as ${d.digit}` : "not a digit";
-      img.width = img.height = 56;
-      const caption = document.createElement("span");
-      caption.textContent = `${d.is_digit ? d.digit : "?"} · ${(100 * d.confidence).toFixed(0)}%`;
-      li.append(img, caption);
-      li.classList.toggle("unsure", !d.is_digit);
-      return li;
-    }));
-    if (!answer.digits.length) { showEmpty(); return; }
-    const unsure = answer.digits.filter((d) => !d.is_digit).length;
-    setState(unsure ? "not-digit" : "digit",
-             unsure ? `${unsure} mark${unsure > 1 ? "s" : ""} (?) did not look like a digit.` : "");
-    if (!unsure) {
-      const mean = answer.digits.reduce((s, d) => s + d.confidence, 0) / answer.digits.length;
-      confidenceEl.textContent = `${answer.digits.length} digit${answer.digits.length > 1 ? "s" : ""}, ` +
-        `${(100 * mean).toFixed(0)}% sure on average`;
-    }
+// Answers arrive out of order when the network hiccups: only one newer than what is shown may replace it.
+function isNewest(version) { return !state.shown || version > state.shown.version; }
+
+function show(version, answer, image) {
+  state.shown = { version, answer, image };
+  result.dataset.answerFor = String(version);
+  if (state.mode === "digit") {
+    view.digit(answer);
+    clearBoxes(overlay);
+  } else {
+    view.number(answer, touchingWarning(answer));
+    drawBoxes(overlay, answer);
   }
+  showPenHint();
+  updateFeedbackKeys();
+}
 
-  function clearOverlay() { octx.clearRect(0, 0, overlay.width, overlay.height); }
+function showNothing() {
+  state.shown = { version: pad.version, answer: null, image: null };
+  result.dataset.answerFor = String(pad.version);
+  clearBoxes(overlay);
+  view.empty(EMPTY[state.mode]);
+  showPenHint();
+  updateFeedbackKeys();
+}
 
-  function drawBoxes(answer) {
-    clearOverlay();
-    const sx = overlay.width / answer.input_width, sy = overlay.height / answer.input_height;
-    octx.lineWidth = 2;
-    octx.font = "bold 15px system-ui, sans-serif";
-    for (const d of answer.digits) {
-      const [l, t, r, b] = d.box;
-      const x = l * sx - 4, y = t * sy - 4, w = (r - l) * sx + 8, h = (b - t) * sy + 8;
-      const colour = d.is_digit ? "#39ff88" : "#ffc857";
-      octx.strokeStyle = colour;
-      octx.shadowColor = colour;
-      octx.shadowBlur = 8;
-      octx.strokeRect(x, y, w, h);
-      octx.shadowBlur = 0;
-      const label = `${d.is_digit ? d.digit : "?"} ${(100 * d.confidence).toFixed(0)}%`;
-      const labelY = y > 22 ? y - 6 : y + h + 16;
-      octx.fillStyle = "rgba(7,10,18,.85)";
-      octx.fillRect(x, labelY - 14, octx.measureText(label).width + 8, 19);
-      octx.fillStyle = colour;
-      octx.fillText(label, x + 4, labelY);
-    }
+// -------------------------------------------------------------------------------------------------
+// The pad's changes
+
+pad.onChange((kind) => {
+  if (kind === "screen") {   // the visible canvas was resized, which clears the overlay
+    if (state.mode === "number" && state.shown && state.shown.answer) drawBoxes(overlay, state.shown.answer);
+    return;
   }
-
-  // ---------------------------------------------------------------------------------------------
-  // Talking to the API
-
-  function canvasBlob() {
-    return new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+  if (kind !== "photo" && kind !== "reshape") state.photo = null;
+  if (kind !== "reshape") forgetCorrection();
+  updateFeedbackKeys();   // disabled until this drawing's answer is on screen
+  if (kind === "stroke-start") {
+    state.strokeStartAt = performance.now();
+    return;   // a dot is not worth asking about; the first movement is
   }
+  if (kind === "stroke-move") { askSoon(); return; }
+  askNow(true);
+});
 
-  function schedule(delay) {
-    clearTimeout(state.timer);
-    state.timer = setTimeout(ask, delay);
-  }
+// -------------------------------------------------------------------------------------------------
+// Pen width
 
-  async function ask() {
-    const generation = ++state.generation;
-    if (!state.strokes.length && !state.uploaded) { showEmpty(); return; }
-    const blob = state.uploaded || await canvasBlob();
-    if (generation !== state.generation) return;
-    if (state.inflight) state.inflight.abort();   // the newest drawing wins
-    const controller = new AbortController();
-    state.inflight = controller;
-    state.lastSent = blob;
-    setState("loading");
-    const form = new FormData();
-    form.append("image", blob, state.uploaded ? (state.uploaded.name || "upload") : "drawing.png");
-    try {
-      const response = await fetch(state.mode === "digit" ? "/api/predict" : "/api/read",
-                                   { method: "POST", body: form, signal: controller.signal });
-      const answer = await response.json();
-      if (generation !== state.generation) return;
-      if (!response.ok) {
-        showBars(null);
-        predictionEl.textContent = "";
-        setState("error", answer.error ? answer.error.message : `The server answered ${response.status}.`);
-        return;
-      }
-      if (state.mode === "digit") showDigit(answer); else showNumber(answer);
-    } catch (err) {
-      if (err.name !== "AbortError" && generation === state.generation) {
-        setState("error", "Cannot reach the server. Is `digitrecognizer serve` running?");
-      }
-    } finally {
-      if (state.inflight === controller) state.inflight = null;
-    }
-  }
+function penThicknessIn20px() {
+  const box = pad.inkBox();
+  if (!box || state.photo || state.mode !== "digit") return 0;
+  const side = Math.max(box.right - box.left, box.bottom - box.top) + box.pen;
+  return (box.pen / side) * 20;
+}
 
-  async function sendFeedback(correct) {
-    if (!state.lastSent) return;
-    const form = new FormData();
-    form.append("image", state.lastSent, "drawing.png");
-    form.append("correct", String(correct));
-    if (state.lastDigit !== null && state.lastDigit !== undefined) form.append("predicted", String(state.lastDigit));
-    feedbackStatus.classList.remove("error");
-    feedbackStatus.textContent = "Sending…";
-    try {
-      const response = await fetch("/api/feedback", { method: "POST", body: form });
-      const answer = await response.json();
-      if (!response.ok) throw new Error(answer.error ? answer.error.message : `status ${response.status}`);
-      feedbackStatus.textContent = `Thank you! Saved as a ${correct} (correction #${answer.id}).`;
-    } catch (err) {
-      feedbackStatus.classList.add("error");
-      feedbackStatus.textContent = `Not saved: ${err.message}`;
-    }
-  }
+function showPenHint() {
+  $("pen-hint").hidden = penThicknessIn20px() <= THICK_IN_20PX;
+}
 
-  // ---------------------------------------------------------------------------------------------
-  // Drawing
+$("thinner").addEventListener("click", () => {
+  const factor = THIN_TO_20PX / penThicknessIn20px();
+  brush.value = String(Math.max(Number(brush.min), Math.round(pad.penWidth * factor)));
+  pad.penWidth = Number(brush.value);
+  pad.thinStrokes(factor);
+});
+brush.addEventListener("input", () => { pad.penWidth = Number(brush.value); });
+pad.penWidth = Number(brush.value);
 
-  function paper() {
-    ctx.fillStyle = PAPER;
-    ctx.fillRect(0, 0, pad.width, pad.height);
-    if (state.uploadedBitmap) {
-      const bmp = state.uploadedBitmap;
-      const scale = Math.min(pad.width / bmp.width, pad.height / bmp.height);
-      const w = bmp.width * scale, h = bmp.height * scale;
-      ctx.drawImage(bmp, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
-    }
-  }
+// -------------------------------------------------------------------------------------------------
+// Number mode: touching marks
 
-  function drawStroke(stroke) {
-    const pts = stroke.points;
-    ctx.strokeStyle = INK;
-    ctx.fillStyle = INK;
-    ctx.lineWidth = stroke.width;
-    ctx.lineCap = "round";
-    ctx.lineJoin = "round";
-    if (pts.length === 1) {
-      ctx.beginPath();
-      ctx.arc(pts[0][0], pts[0][1], stroke.width / 2, 0, 2 * Math.PI);
-      ctx.fill();
-      return;
-    }
-    // Quadratic curves through the midpoints: smooth lines from sparse pointer samples.
-    ctx.beginPath();
-    ctx.moveTo(pts[0][0], pts[0][1]);
-    for (let i = 1; i < pts.length - 1; i++) {
-      const mx = (pts[i][0] + pts[i + 1][0]) / 2, my = (pts[i][1] + pts[i + 1][1]) / 2;
-      ctx.quadraticCurveTo(pts[i][0], pts[i][1], mx, my);
-    }
-    const last = pts[pts.length - 1];
-    ctx.lineTo(last[0], last[1]);
-    ctx.stroke();
-  }
+// Marks that touch merge into one box; a box much wider than tall, or boxes that overlap, give it away.
+function touchingWarning(answer) {
+  const boxes = answer.digits.map((d) => d.box);
+  const wide = boxes.some(([l, t, r, b]) => r - l > 1.15 * (b - t));
+  const overlapping = boxes.some((a, i) => boxes.slice(i + 1).some((b) => a[0] < b[2] && b[0] < a[2]));
+  return wide || overlapping ? "Some marks touch or overlap: leave a gap between digits so each gets its own box." : "";
+}
 
-  function redraw() {
-    paper();
-    state.strokes.forEach(drawStroke);
-    if (state.current) drawStroke(state.current);
-  }
+// -------------------------------------------------------------------------------------------------
+// Corrections: one per drawing. A second choice changes it; the model's own answer stores nothing.
 
-  function point(event) {
-    const rect = pad.getBoundingClientRect();
-    return [(event.clientX - rect.left) * (pad.width / rect.width),
-            (event.clientY - rect.top) * (pad.height / rect.height)];
-  }
+function forgetCorrection() {
+  state.correction = null;
+  feedbackStatus.textContent = "";
+  feedbackStatus.classList.remove("error");
+  feedbackKeys.querySelectorAll("button").forEach((b) => b.setAttribute("aria-pressed", "false"));
+  $("number-fix-input").value = "";
+}
 
-  pad.addEventListener("pointerdown", (event) => {
-    if (event.button !== 0 && event.pointerType === "mouse") return;
-    event.preventDefault();
-    pad.setPointerCapture(event.pointerId);
-    if (state.uploaded) { state.uploaded = null; state.uploadedBitmap = null; state.strokes = []; }
-    // Pen pressure, when there is any, thickens the line a little.
-    const width = Number(brush.value) * (event.pressure && event.pointerType === "pen" ? 0.6 + event.pressure * 0.8 : 1);
-    state.current = { width, points: [point(event)] };
-    clearTimeout(state.timer);
-    redraw();
+function currentAnswer() {
+  const shown = state.shown;
+  return shown && shown.version === pad.version && shown.answer && !shown.answer.blank ? shown : null;
+}
+
+function updateFeedbackKeys() {
+  const shown = currentAnswer();
+  const modelDigit = shown && state.mode === "digit" && shown.answer.is_digit ? shown.answer.digit : null;
+  feedbackKeys.querySelectorAll("button").forEach((b, d) => {
+    b.disabled = !shown;
+    b.classList.toggle("model-answer", d === modelDigit);
   });
+  $("number-fix-input").disabled = $("number-fix-save").disabled = !shown || state.mode !== "number";
+}
 
-  pad.addEventListener("pointermove", (event) => {
-    if (!state.current) return;
-    event.preventDefault();
-    const samples = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
-    for (const sample of samples.length ? samples : [event]) state.current.points.push(point(sample));
-    redraw();
-    schedule(DEBOUNCE_MS);   // answers while drawing, once the hand pauses
-  });
+function say(message, isError = false) {
+  feedbackStatus.textContent = message;
+  feedbackStatus.classList.toggle("error", isError);
+}
 
-  function endStroke(event) {
-    if (!state.current) return;
-    if (event && pad.hasPointerCapture(event.pointerId)) pad.releasePointerCapture(event.pointerId);
-    state.strokes.push(state.current);
-    state.current = null;
-    redraw();
-    schedule(0);
+// Saves run one after another, so two quick clicks make one correction, changed once.
+function queueSave(save) {
+  state.saving = state.saving.then(save, save);
+}
+
+async function chooseDigit(correct) {
+  const shown = currentAnswer();
+  if (!shown) return;
+  const predicted = shown.answer.is_digit ? shown.answer.digit : null;
+  const previous = state.correction && state.correction.version === shown.version ? state.correction : null;
+  feedbackKeys.querySelectorAll("button").forEach((b, d) => b.setAttribute("aria-pressed", String(d === correct)));
+  if (previous && previous.digit === correct) { say(`Already saved as a ${correct} (correction #${previous.id}).`); return; }
+  if (!previous && correct === predicted) { say("Thanks! Good to know it was right: nothing to correct."); return; }
+  say("Saving…");
+  try {
+    const saved = await source.saveCorrection({ image: shown.image, predicted, correct, replaces: previous && previous.id });
+    if (shown.version !== pad.version) return;   // the drawing changed meanwhile: its message would mislead
+    state.correction = { version: shown.version, id: saved.id, digit: correct };
+    say(previous ? `Changed to a ${correct} (correction #${saved.id}).`
+                 : `Thank you! Saved as a ${correct} (correction #${saved.id}).`);
+  } catch (err) {
+    say(`Not saved: ${err.message}`, true);
   }
-  pad.addEventListener("pointerup", endStroke);
-  pad.addEventListener("pointercancel", endStroke);
+}
 
-  function clearPad() {
-    state.strokes = [];
-    state.current = null;
-    state.uploaded = null;
-    state.uploadedBitmap = null;
-    state.lastSent = null;
-    state.generation++;
-    if (state.inflight) state.inflight.abort();
-    clearTimeout(state.timer);
-    feedbackStatus.textContent = "";
-    redraw();
-    showEmpty();
+// A number's correction is stored digit by digit, each cut out of the drawing by its box, so every row is an
+// MNIST-style example; it needs as many digits typed as boxes found.
+async function correctNumber(text) {
+  const shown = currentAnswer();
+  if (!shown) return;
+  const digits = shown.answer.digits;
+  if (!/^\d+$/.test(text)) { say("Type the number with digits only.", true); return; }
+  if (text.length !== digits.length) {
+    say(`The model found ${digits.length} mark${digits.length > 1 ? "s" : ""} but you typed ${text.length} digits: ` +
+        "write the digits apart so each gets its own box, then correct it.", true);
+    return;
   }
-
-  function undo() {
-    if (state.uploaded) { clearPad(); return; }
-    state.strokes.pop();
-    redraw();
-    clearOverlay();
-    schedule(0);
-  }
-
-  $("clear").addEventListener("click", clearPad);
-  $("undo").addEventListener("click", undo);
-  document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") { event.preventDefault(); clearPad(); }
-    if ((event.ctrlKey || event.metaKey) && !event.shiftKey && event.key.toLowerCase() === "z") {
-      event.preventDefault();
-      undo();
+  const previous = state.correction && state.correction.version === shown.version ? state.correction : null;
+  if (previous && previous.text === text) { say(`Already saved as ${text}.`); return; }
+  const ids = previous ? [...previous.ids] : digits.map(() => null);
+  say("Saving…");
+  try {
+    for (const [k, d] of digits.entries()) {
+      const predicted = d.is_digit ? d.digit : null;
+      const correct = Number(text[k]);
+      if (correct === predicted && ids[k] === null) continue;   // right already, and nothing stored to change
+      const piece = pad.encodeBox(padBox(d.box, shown.answer));
+      const saved = await source.saveCorrection({ image: piece, predicted, correct, replaces: ids[k] });
+      ids[k] = saved.id;
     }
-  });
-
-  // ---------------------------------------------------------------------------------------------
-  // Modes
-
-  function setMode(mode) {
-    state.mode = mode;
-    $("mode-digit").setAttribute("aria-pressed", String(mode === "digit"));
-    $("mode-number").setAttribute("aria-pressed", String(mode === "number"));
-    const [w, h] = PAD_SIZES[mode];
-    pad.width = overlay.width = w;
-    pad.height = overlay.height = h;
-    padWrap.classList.toggle("wide", mode === "number");
-    numberWrap.hidden = mode !== "number";
-    result.dataset.mode = mode;
-    $("pad-hint").textContent = mode === "digit" ? "one digit, as large as you like" : "a number, digits side by side";
-    $("feedback").hidden = mode !== "digit";
-    clearPad();
+    if (shown.version !== pad.version) return;
+    state.correction = { version: shown.version, ids, text };
+    const stored = ids.filter((id) => id !== null).length;
+    say(stored ? `Thank you! Saved as ${text} (${stored} digit${stored > 1 ? "s" : ""} corrected).`
+               : "Thanks! Good to know it was right: nothing to correct.");
+  } catch (err) {
+    say(`Not saved: ${err.message}`, true);
   }
-  $("mode-digit").addEventListener("click", () => setMode("digit"));
-  $("mode-number").addEventListener("click", () => setMode(state.mode === "number" ? "digit" : "number"));
+}
 
-  // ---------------------------------------------------------------------------------------------
-  // Photos: the file input and drag and drop
+// A box in the answer's pixels, in the pad's: the same for a drawing; a photo is shown contained in the pad.
+function padBox(box, answer) {
+  const { scale, dx, dy } = containMap(answer.input_width, answer.input_height, pad.width, pad.height);
+  return [Math.floor(dx + box[0] * scale), Math.floor(dy + box[1] * scale),
+          Math.ceil(dx + box[2] * scale), Math.ceil(dy + box[3] * scale)];
+}
 
-  async function useFile(file) {
-    if (!file) return;
-    clearPad();
-    state.uploaded = file;
-    try {
-      state.uploadedBitmap = await createImageBitmap(file);
-    } catch (err) {
-      state.uploadedBitmap = null;  // the server explains what is wrong with it
-    }
-    redraw();
-    ask();
+for (let d = 0; d < 10; d++) {
+  const key = document.createElement("button");
+  key.type = "button";
+  key.textContent = String(d);
+  key.dataset.testid = `feedback-${d}`;
+  key.setAttribute("aria-label", `The right digit is ${d}`);
+  key.setAttribute("aria-pressed", "false");
+  key.addEventListener("click", () => queueSave(() => chooseDigit(d)));
+  feedbackKeys.append(key);
+}
+$("number-fix").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("number-fix-input").value.trim();
+  queueSave(() => correctNumber(text));
+});
+
+// -------------------------------------------------------------------------------------------------
+// Modes: the drawing is kept, scaled to fit the other pad
+
+function setMode(mode) {
+  if (mode === state.mode) return;
+  state.mode = mode;
+  $("mode-digit").setAttribute("aria-pressed", String(mode === "digit"));
+  $("mode-number").setAttribute("aria-pressed", String(mode === "number"));
+  document.body.dataset.mode = mode;
+  result.dataset.mode = mode;
+  $("pad-wrap").classList.toggle("wide", mode === "number");
+  $("number-wrap").hidden = mode !== "number";
+  $("digit-fix").hidden = mode !== "digit";
+  $("number-fix").hidden = mode !== "number";
+  $("pad-hint").textContent = HINTS[mode];
+  state.shown = null;
+  forgetCorrection();
+  pad.resize(PAD_SIZES[mode]);
+}
+$("mode-digit").addEventListener("click", () => setMode("digit"));
+$("mode-number").addEventListener("click", () => setMode(state.mode === "number" ? "digit" : "number"));
+
+// -------------------------------------------------------------------------------------------------
+// Photos: the Photo button, the hidden file input and drag and drop
+
+async function useFile(file) {
+  if (!file) return;
+  pad.clear();
+  const version = pad.version;
+  view.busy("Reading the photo…");
+  const { bitmap, upload: blob } = await preparePhoto(file);
+  if (pad.version !== version) return;   // something was drawn meanwhile: that wins
+  state.photo = blob;
+  pad.showPhoto(bitmap);
+}
+
+$("photo").addEventListener("click", () => upload.click());
+upload.addEventListener("change", () => { useFile(upload.files[0]); upload.value = ""; });
+const padWrap = $("pad-wrap");
+["dragenter", "dragover"].forEach((type) => padWrap.addEventListener(type, (event) => {
+  event.preventDefault();
+  padWrap.classList.add("dragging");
+}));
+["dragleave", "drop"].forEach((type) => padWrap.addEventListener(type, () => padWrap.classList.remove("dragging")));
+padWrap.addEventListener("drop", (event) => {
+  event.preventDefault();
+  useFile(event.dataTransfer.files[0]);
+});
+
+// -------------------------------------------------------------------------------------------------
+// Clear, undo and the keyboard
+
+$("clear").addEventListener("click", () => pad.clear());
+$("undo").addEventListener("click", () => pad.undo());
+document.addEventListener("keydown", (event) => {
+  if (event.target.matches("input[type=text], input:not([type])")) return;   // typing a number keeps its keys
+  if (event.key === "Escape") { event.preventDefault(); pad.clear(); }
+  if ((event.ctrlKey || event.metaKey) && !event.shiftKey && event.key.toLowerCase() === "z") {
+    event.preventDefault();
+    pad.undo();
   }
-  upload.addEventListener("change", () => { useFile(upload.files[0]); upload.value = ""; });
-  ["dragenter", "dragover"].forEach((type) => padWrap.addEventListener(type, (event) => {
-    event.preventDefault();
-    padWrap.classList.add("dragging");
-  }));
-  ["dragleave", "drop"].forEach((type) => padWrap.addEventListener(type, () => padWrap.classList.remove("dragging")));
-  padWrap.addEventListener("drop", (event) => {
-    event.preventDefault();
-    useFile(event.dataTransfer.files[0]);
-  });
+});
 
-  // ---------------------------------------------------------------------------------------------
-  // Start
+// -------------------------------------------------------------------------------------------------
+// Start
 
-  fetch("/api/model").then((r) => r.json()).then((card) => {
-    const acc = card.metrics && card.metrics.test ? `${(100 * card.metrics.test.accuracy).toFixed(2)}% on MNIST test` : "";
-    $("model-info").textContent = `Model ${card.version}${acc ? " · " + acc : ""}`;
-  }).catch(() => { $("model-info").textContent = "Model card unavailable"; });
-
-  redraw();
-  showEmpty();
-})();
+source.modelInfo().then((text) => { $("model-info").textContent = text; })
+  .catch(() => { $("model-info").textContent = "Model card unavailable"; });
+document.body.dataset.mode = "digit";
+showNothing();
