@@ -10,15 +10,13 @@ import os
 import re
 import sqlite3
 import struct
-import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import sqlalchemy as sa
@@ -28,6 +26,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from . import preprocess
 from .data import IMAGE_MAGIC, LABEL_MAGIC
+from .files import atomic_write
 
 log = logging.getLogger(__name__)
 # 2: `image` holds the drawing as an 8-bit grayscale PNG at most DRAWING_MAX_SIDE_PX a side, no longer the
@@ -224,7 +223,7 @@ class FeedbackStore:
     def export_npz(self, path: str | os.PathLike) -> int:
         """`images` (N,28,28) uint8, `labels` (N,) uint8 and `predicted` (N,) int8 (-1: not a digit), oldest first."""
         images, labels, predicted = self._arrays()
-        _atomic_write(Path(path), lambda f: np.savez(f, images=images, labels=labels, predicted=predicted))
+        atomic_write(Path(path), lambda f: np.savez(f, images=images, labels=labels, predicted=predicted))
         return len(labels)
 
     def export_idx(self, folder: str | os.PathLike) -> int:
@@ -232,8 +231,8 @@ class FeedbackStore:
         images, labels, _ = self._arrays()
         n, folder = len(labels), Path(folder)
         image_header, label_header = struct.pack(">4I", IMAGE_MAGIC, n, 28, 28), struct.pack(">2I", LABEL_MAGIC, n)
-        _atomic_write(folder / IDX_IMAGES, lambda f: f.write(image_header + images.tobytes()))
-        _atomic_write(folder / IDX_LABELS, lambda f: f.write(label_header + labels.tobytes()))
+        atomic_write(folder / IDX_IMAGES, lambda f: f.write(image_header + images.tobytes()))
+        atomic_write(folder / IDX_LABELS, lambda f: f.write(label_header + labels.tobytes()))
         return n
 
     def close(self) -> None:
@@ -433,19 +432,3 @@ def _use_wal(cursor) -> None:
             if "locked" not in str(err) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Readers see the old file or the whole new one, never a partial export."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
