@@ -74,6 +74,7 @@ async function send(version) {
   } catch (err) {
     if (err.name !== "AbortError" && isNewest(version)) {
       state.shown = { version, answer: null, image };
+      result.dataset.answerFor = String(version);
       clearBoxes(overlay);
       view.error(err.message);
     }
@@ -154,12 +155,15 @@ pad.penWidth = Number(brush.value);
 // -------------------------------------------------------------------------------------------------
 // Number mode: touching marks
 
-// Marks that touch merge into one box; a box much wider than tall, or boxes that overlap, give it away.
+// Marks that touch are one stroke to the segmenter: it either leaves them in one box, wider than a single digit
+// is tall (two overlapping zeros measure 0.94), or cuts them into boxes that overlap or abut.
+const WIDE_DIGIT = 0.9;       // width / height: a single handwritten digit is narrower
+const TOUCH_GAP_PX = 2;
 function touchingWarning(answer) {
-  const boxes = answer.digits.map((d) => d.box);
-  const wide = boxes.some(([l, t, r, b]) => r - l > 1.15 * (b - t));
-  const overlapping = boxes.some((a, i) => boxes.slice(i + 1).some((b) => a[0] < b[2] && b[0] < a[2]));
-  return wide || overlapping ? "Some marks touch or overlap: leave a gap between digits so each gets its own box." : "";
+  const boxes = answer.digits.map((d) => d.box).sort((a, b) => a[0] - b[0]);
+  const wide = boxes.some(([l, t, r, b]) => r - l > WIDE_DIGIT * (b - t));
+  const abutting = boxes.some((a, i) => i > 0 && a[0] - boxes[i - 1][2] <= TOUCH_GAP_PX);
+  return wide || abutting ? "Digits may touch or overlap here: leave a gap between them so each gets its own box." : "";
 }
 
 // -------------------------------------------------------------------------------------------------
