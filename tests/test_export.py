@@ -142,7 +142,7 @@ def test_the_int8_card_is_measured_on_the_int8_graph(exported_int8, exported, mn
     accuracy = (rec.predict_mnist(mnist_test.images).argmax(1) == mnist_test.labels).mean()
     assert accuracy == pytest.approx(card.metrics.test.accuracy)
     float_card = exported[1]
-    assert float_card.quantization == {"precision": "float32"}
+    assert float_card.quantization.precision == "float32" and float_card.quantization.calibration_images is None
     assert card.temperature != float_card.temperature  # fitted again, on the int8 graph's own logits
     assert card.not_digit.min_confidence > 0 and card.not_digit.max_novelty > 0
 

@@ -11,7 +11,7 @@ from digitrecognizer.web.app import Settings, create_app
 
 @pytest.fixture()
 def client(model_dir, feedback_db):
-    with TestClient(create_app(Settings(model=model_dir, db=feedback_db))) as c:
+    with TestClient(create_app(Settings(model=model_dir, db=feedback_db)), base_url="http://localhost") as c:
         yield c
 
 

@@ -19,7 +19,7 @@ TINY = dict(epochs=2, limit_train=512, batch_size=64, model_args={"width": 8, "h
 
 
 def tiny_config(**overrides) -> recipes.TrainConfig:
-    return recipes.preset_config("default", **{**TINY, **overrides})
+    return recipes.preset_config("mnist", **{**TINY, **overrides})
 
 
 def torchrun(*args: str) -> list[str]:
