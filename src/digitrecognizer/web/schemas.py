@@ -60,6 +60,7 @@ class DigitOut(BaseModel):
     is_digit: bool = Field(description="false when the drawing is blank or does not look like a digit")
     blank: bool = Field(description="true when there is no ink at all")
     novelty: float = Field(description="distance from the digits seen in training (higher: less digit-like)")
+    not_digit: float = Field(0.0, description="the model's probability that the input is not a digit at all")
     box: list[int] | None = Field(None, description="left, top, right, bottom in the input's pixels")
     input28: str | None = Field(None, description="the 28x28 image the model saw, as a PNG data URL (null when blank)")
 
