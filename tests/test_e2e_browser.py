@@ -52,7 +52,7 @@ def server(model_dir, tmp_path_factory):
                                 "--model", str(model_dir), "--db", str(db)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # importing the model's libraries takes a minute on a busy machine
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/api/health", timeout=1).status_code == 200:
@@ -61,7 +61,7 @@ def server(model_dir, tmp_path_factory):
             time.sleep(0.2)
     else:
         process.kill()
-        pytest.fail("the server did not start within 60 s")
+        pytest.fail("the server did not start within 180 s")
     yield url, db
     process.terminate()
     process.wait(timeout=10)
