@@ -160,14 +160,21 @@ def read_only():
 
 
 @contextlib.contextmanager
-def _read_only(feedback_db: str) -> Iterator[str]:
-    from digitrecognizer.store import FeedbackStore
+def _read_only(feedback_db: str, create: bool = True) -> Iterator[str]:
+    """`create`: open the store first, so that the schema exists (False: the database is left as it is)."""
+    import sqlalchemy as sa
 
-    with FeedbackStore(feedback_db) as store, store.engine.begin() as conn:  # the schema exists first
-        if conn.dialect.name == "postgresql":
-            # What a hot standby does after a failover: every transaction is read-only.
+    from digitrecognizer.store import FeedbackStore
+    from digitrecognizer.store_db import parse_url
+
+    if create:
+        FeedbackStore(feedback_db).close()
+    if feedback_db.startswith("postgresql://"):
+        engine = sa.create_engine(parse_url(feedback_db))
+        with engine.begin() as conn:  # what a hot standby does after a failover: every transaction is read-only
             name = conn.exec_driver_sql("SELECT current_database()").scalar()
             conn.exec_driver_sql(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+        engine.dispose()
     if feedback_db.startswith("postgresql://"):
         yield feedback_db
         return

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from digitrecognizer.data import IMAGE_MAGIC, LABEL_MAGIC, read_idx
+from digitrecognizer.store_db import DRAWING_MAX_SIDE_PX
 from digitrecognizer.store import (
-    DRAWING_MAX_SIDE_PX,
     IDX_IMAGES,
     IDX_LABELS,
     SCHEMA_VERSION,
@@ -28,6 +28,7 @@ from digitrecognizer.store import (
     StoreUnavailable,
     drawing_png,
 )
+from digitrecognizer.store import CONFIRMATION, CORRECTION, DigitCut
 
 DRAWING = np.full((280, 280), 255, np.uint8)  # a blank canvas: the drawing a correction keeps a copy of
 
@@ -327,6 +328,45 @@ def test_a_malformed_quota_is_refused(text):
         Quota.parse(text)
 
 
+# The tables as schema versions 1 and 2 wrote them (2 only changed what `image` holds).
+OLD_SCHEMA = sa.MetaData()
+sa.Table("schema_version", OLD_SCHEMA, sa.Column("version", sa.Integer, nullable=False))
+OLD_FEEDBACK = sa.Table(
+    "feedback", OLD_SCHEMA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("image", sa.LargeBinary, nullable=False), sa.Column("input28", sa.LargeBinary, nullable=False),
+    sa.Column("predicted", sa.Integer), sa.Column("correct", sa.Integer, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False), sqlite_autoincrement=True)
+
+
+def old_database(feedback_db, version: int, rows: list[dict]) -> list[int]:
+    """A database as an older digitrecognizer left it, holding `rows`; their ids."""
+    from datetime import datetime
+
+    from digitrecognizer.store_db import parse_url
+
+    url = parse_url(feedback_db)
+    if url.get_backend_name() == "sqlite":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url)
+    if url.get_backend_name() == "sqlite":
+        with engine.connect() as conn:  # older versions wrote WAL databases too
+            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+    with engine.begin() as conn:
+        OLD_SCHEMA.create_all(conn)
+        conn.execute(OLD_SCHEMA.tables["schema_version"].insert().values(version=version))
+        ids = [conn.execute(OLD_FEEDBACK.insert().values(created_at=datetime.now(timezone.utc), model_version="old",
+                                                         **row)).inserted_primary_key[0] for row in rows]
+    engine.dispose()
+    return ids
+
+
+def schema_versions(store) -> list[int]:
+    with store.engine.begin() as conn:
+        return conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
+
+
 def test_a_version_1_database_is_upgraded_in_place(feedback_db):
     """Version 1 kept each upload as received (up to 5 MB); opening such a database replaces every upload by
     the bounded copy of its drawing, and keeps everything else."""
@@ -336,20 +376,77 @@ def test_a_version_1_database_is_upgraded_in_place(feedback_db):
     big = io.BytesIO()
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (1500, 1500), dtype=np.uint8)).save(big, "PNG")
     uploads = [big.getvalue() + b"junk" * 10_000, b"not an image at all"]
-    with FeedbackStore(feedback_db) as store:  # a version 2 database, taken back to what version 1 wrote
-        ids = [store.add(DRAWING, digit_image(i), i, i + 1, "v1-model") for i in range(2)]
-        with store.engine.begin() as conn:
-            for row_id, upload in zip(ids, uploads):
-                conn.execute(sa.text("UPDATE feedback SET image = :u WHERE id = :i"), {"u": upload, "i": row_id})
-            conn.execute(sa.text("DELETE FROM schema_version"))
-            conn.execute(sa.text("INSERT INTO schema_version (version) VALUES (1)"))
+    ids = old_database(feedback_db, 1, [dict(image=upload, input28=digit_image(i).tobytes(), predicted=i,
+                                             correct=i + 1) for i, upload in enumerate(uploads)])
 
     with FeedbackStore(feedback_db) as store:
         upgraded = [store.get(i) for i in ids]
-        with store.engine.begin() as conn:
-            versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version")).scalars().all()
-    assert versions == [1, 2]
+        versions = schema_versions(store)
+    assert versions == [1, 2, 3]
     assert upgraded[0].image == drawing_png(uploads[0])
     assert upgraded[1].image == drawing_png(digit_image(1))  # undecodable: the 28x28 image the model saw
-    assert [(r.predicted, r.correct, r.model_version) for r in upgraded] == [(0, 1, "v1-model"), (1, 2, "v1-model")]
+    assert [(r.predicted, r.correct, r.model_version) for r in upgraded] == [(0, 1, "old"), (1, 2, "old")]
     np.testing.assert_array_equal(upgraded[0].input28, digit_image(0))
+
+
+def test_a_version_2_database_is_upgraded_and_its_choices_of_the_shown_digit_become_confirmations(feedback_db):
+    png = drawing_png(DRAWING)
+    rows = [dict(image=png, input28=digit_image(i).tobytes(), predicted=p, correct=c)
+            for i, (p, c) in enumerate([(3, 8), (5, 5), (None, 1)])]
+    ids = old_database(feedback_db, 2, rows)
+
+    with FeedbackStore(feedback_db) as store:
+        assert schema_versions(store) == [2, 3]
+        assert [store.get(i).kind for i in ids] == [CORRECTION, CONFIRMATION, CORRECTION]
+        assert [(store.get(i).predicted, store.get(i).correct) for i in ids] == [(3, 8), (5, 5), (None, 1)]
+        assert store.count() == 3 and store.count(CONFIRMATION) == 1
+        new = store.add(DRAWING, digit_image(9), 2, 7, "new")  # and the upgraded tables take new rows
+        assert store.get(new).kind == CORRECTION and new > max(ids)
+
+
+def test_a_read_only_version_2_database_is_read_as_it_is(feedback_db, read_only):
+    ids = old_database(feedback_db, 2, [dict(image=drawing_png(DRAWING), input28=digit_image(0).tobytes(),
+                                             predicted=4, correct=9)])
+    with read_only(feedback_db, create=False) as url, FeedbackStore(url) as store:
+        assert store.version == 2
+        assert (store.get(ids[0]).correct, store.get(ids[0]).kind) == (9, CORRECTION)
+        assert store.count() == 1 and len(store.recent()) == 1
+
+
+def test_choosing_the_digit_the_model_gave_is_a_confirmation_and_changing_it_makes_a_correction(store):
+    row = store.add(DRAWING, digit_image(1), 4, 4, "v")
+    assert store.get(row).kind == CONFIRMATION
+    assert store.change(row, DRAWING, 9)
+    assert (store.get(row).correct, store.get(row).kind) == (9, CORRECTION)
+    assert store.change(row, DRAWING, 4) and store.get(row).kind == CONFIRMATION
+    assert store.count() == 1
+
+
+def test_a_number_is_kept_whole_with_its_boxes_and_each_digit_as_a_row(store):
+    boxes = [[10, 20, 60, 90], [70, 22, 120, 95]]
+    digits = [DigitCut(digit_image(0), 3, 3), DigitCut(digit_image(1), 8, 6)]
+    number = store.add_number(DRAWING, "38", "36", boxes, digits, "v")
+
+    record = store.get_number(number)
+    assert (record.read_as, record.correct, record.boxes) == ("38", "36", boxes)
+    rows = sorted(store.recent(), key=lambda r: r.id)
+    assert [(r.predicted, r.correct, r.kind, r.number_id) for r in rows] == [
+        (3, 3, CONFIRMATION, number), (8, 6, CORRECTION, number)]
+
+
+def test_a_number_changed_from_the_same_drawing_replaces_its_digits(store):
+    boxes = [[0, 0, 5, 5], [6, 0, 9, 5]]
+    first = store.add_number(DRAWING, "17", "11", boxes, [DigitCut(digit_image(0), 1, 1),
+                                                          DigitCut(digit_image(1), 7, 1)], "v")
+    again = store.add_number(DRAWING, "17", "17", boxes, [DigitCut(digit_image(0), 1, 1),
+                                                          DigitCut(digit_image(1), 7, 7)], "v", replaces=first)
+    assert again == first and store.get_number(first).correct == "17"
+    assert sorted(r.correct for r in store.recent()) == [1, 7] and store.count() == 2
+    other = store.add_number(np.zeros((9, 9), np.uint8), "17", "17", boxes, [], "v", replaces=first)
+    assert other != first  # another drawing can't replace it: a new number
+
+
+@pytest.mark.parametrize("correct", ["", "3a", "１２", "-1"])
+def test_a_number_correction_must_be_digits(store, correct):
+    with pytest.raises(ValueError, match="digits"):
+        store.add_number(DRAWING, "12", correct, [], [], "v")

@@ -1,18 +1,15 @@
-"""Feedback store: corrections users send, kept in SQLite (or PostgreSQL) through SQLAlchemy Core, each with the
-28x28 image the model saw and a bounded grayscale copy of the drawing, within a quota of rows and bytes."""
+"""Feedback store: what people say the model read (corrections, confirmations, whole numbers), each with the
+28x28 image the model saw and a bounded copy of the drawing, in SQLite or PostgreSQL, within a quota."""
 
 from __future__ import annotations
 
 import contextlib
-import io
+import json
 import logging
 import os
 import re
-import sqlite3
 import struct
 import threading
-import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -20,48 +17,26 @@ from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
-from PIL import Image
-from sqlalchemy import event, exc
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, Engine
 
-from . import preprocess
 from .data import IMAGE_MAGIC, LABEL_MAGIC
 from .files import atomic_write
+from .store_db import (CONFIRMATION, CORRECTION, FEEDBACK_COLUMNS_BEFORE_3, INPUT28_BYTES, QUOTA_LOCK_KEY,
+                       SCHEMA_VERSION, boxes_json, create_engine, create_schema, drawing_png, feedback, lock,
+                       lock_schema, numbers, parse_url, read_version, upgrade, usage)
+
+__all__ = ["FeedbackStore", "FeedbackRecord", "NumberRecord", "Quota", "QuotaReached", "SchemaVersionError",
+           "StoreUnavailable", "DigitCut", "drawing_png", "CONFIRMATION", "CORRECTION", "SCHEMA_VERSION",
+           "IDX_IMAGES", "IDX_LABELS"]
 
 log = logging.getLogger(__name__)
-# 2: `image` holds the drawing as an 8-bit grayscale PNG at most DRAWING_MAX_SIDE_PX a side, no longer the
-# upload as received (up to 5 MB, with whatever metadata or trailing bytes it carried).
-SCHEMA_VERSION = 2
-DRAWING_MAX_SIDE_PX = 256  # ten times the model's 20 px digit box: enough to preprocess again later
-INPUT28_BYTES = 28 * 28
-UPGRADE_BATCH_ROWS = 200
-BUSY_TIMEOUT_MS = 5000
 # How long after it was stored a correction may still be changed by whoever sent it (a second thought on the
 # same drawing), so that one drawing makes one correction.
 CHANGE_WINDOW = timedelta(minutes=30)
-SCHEMA_LOCK_KEY = 0x64696769  # PostgreSQL advisory lock ids: constants other apps on the server don't use
-QUOTA_LOCK_KEY = SCHEMA_LOCK_KEY + 1
 # A read-only transaction (a hot standby after failover, default_transaction_read_only): wait, don't crash.
 READ_ONLY_SQLSTATE = "25006"
 IDX_IMAGES, IDX_LABELS = "feedback-images-idx3-ubyte", "feedback-labels-idx1-ubyte"
-
-metadata = sa.MetaData()
-schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
-feedback = sa.Table(
-    "feedback",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("image", sa.LargeBinary, nullable=False),  # the drawing, bounded (drawing_png), to preprocess again
-    sa.Column("input28", sa.LargeBinary, nullable=False),  # 784 bytes, row-major: what the model saw
-    sa.Column("predicted", sa.Integer, nullable=True),  # NULL: the model said "not a digit"
-    sa.Column("correct", sa.Integer, nullable=False),
-    sa.Column("model_version", sa.Text, nullable=False),
-    sa.CheckConstraint("correct BETWEEN 0 AND 9", name="ck_feedback_correct"),
-    sa.CheckConstraint("predicted IS NULL OR predicted BETWEEN 0 AND 9", name="ck_feedback_predicted"),
-    sa.CheckConstraint("length(input28) = 784", name="ck_feedback_input28"),
-    sqlite_autoincrement=True,  # ids are quoted in logs and bug reports: never reuse one
-)
 
 
 class StoreUnavailable(RuntimeError):
@@ -98,17 +73,6 @@ class Quota:
         return f"{self.max_rows:,} corrections and {self.max_bytes / 1e6:,.0f} MB"
 
 
-def drawing_png(image) -> bytes:
-    """The copy of a drawing the store keeps: 8-bit grayscale, at most DRAWING_MAX_SIDE_PX a side, as PNG.
-    Takes what preprocess.decode takes (a luminance array, image bytes, a PIL image)."""
-    gray = preprocess.decode(image)[0]
-    pixels = Image.fromarray(np.round(np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8))
-    pixels.thumbnail((DRAWING_MAX_SIDE_PX, DRAWING_MAX_SIDE_PX), Image.Resampling.BOX)
-    buffer = io.BytesIO()
-    pixels.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
-
-
 @dataclass(frozen=True)
 class FeedbackRecord:
     id: int
@@ -118,6 +82,28 @@ class FeedbackRecord:
     predicted: int | None
     correct: int
     model_version: str
+    kind: str = CORRECTION  # or CONFIRMATION: the person said the model was right
+    number_id: int | None = None  # the number (NumberRecord) this digit was cut from
+
+
+@dataclass(frozen=True)
+class NumberRecord:
+    id: int
+    created_at: datetime
+    image: bytes = field(repr=False)
+    read_as: str  # what the model read; '?' marks a mark it refused
+    correct: str  # what the person says it is
+    boxes: list[list[int]]  # [left, top, right, bottom] of each mark, in the drawing's pixels
+    model_version: str
+
+
+@dataclass(frozen=True)
+class DigitCut:
+    """One digit of a number: the 28x28 image the model saw of its mark, what it read, what it is."""
+
+    input28: np.ndarray
+    predicted: int | None
+    correct: int
 
 
 class FeedbackStore:
@@ -125,29 +111,16 @@ class FeedbackStore:
 
     def __init__(self, url: str | os.PathLike | None = None, quota: Quota | None = None) -> None:
         self.quota = quota
-        if url is None:
-            url = self.default_db_path()
-        parsed = _parse_url(url)
+        parsed = parse_url(url if url is not None else self.default_db_path())
         # The password never reaches a log line or an error message.
         self.location = parsed.database if parsed.get_backend_name() == "sqlite" else parsed.render_as_string()
         with self._guard("opening"):
-            if parsed.get_backend_name() == "sqlite":
-                parsed = _prepare_sqlite_file(parsed)
-            if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
-                # One in-memory database shared by all threads (each connection would otherwise get its own);
-                # its single connection takes one transaction at a time, so the store serialises access.
-                self.engine: Engine = sa.create_engine(parsed, poolclass=sa.pool.StaticPool,
-                                                       connect_args={"check_same_thread": False})
-                self._serial = threading.Lock()
-            elif parsed.get_backend_name() == "sqlite":
-                self.engine = sa.create_engine(parsed)
-            else:
-                self.engine = _create_postgresql_engine(parsed)
-            if self.engine.dialect.name == "sqlite":
-                _configure_sqlite(self.engine)
+            self.engine: Engine = create_engine(parsed)
+        if isinstance(self.engine.pool, sa.pool.StaticPool):
+            self._serial = threading.Lock()  # one shared connection takes one transaction at a time
         self._writer = self.engine.execution_options(for_write=True)
         try:
-            self._init_schema()
+            self.version = self._init_schema()
         except BaseException:
             self.close()
             raise
@@ -158,48 +131,67 @@ class FeedbackStore:
         return Path(data_home) / "digitrecognizer" / "feedback.db"
 
     def add(self, drawing, input28: np.ndarray, predicted: int | None, correct: int, model_version: str) -> int:
-        """Stores a correction; `drawing` is anything preprocess.decode reads, kept as `drawing_png` makes it.
+        """Stores what the person says a drawing is: a correction, or a confirmation when `correct` is what the
+        model `predicted`. `drawing` is anything preprocess.decode reads, kept as `drawing_png` makes it.
         Raises QuotaReached when the store is full, StoreUnavailable when its database can't be written."""
-        _check_digit("correct", correct)
-        if predicted is not None:
-            _check_digit("predicted", predicted)
-        pixels = np.asarray(input28)
-        if pixels.shape != (28, 28) or pixels.dtype != np.uint8:
-            got = f"{pixels.dtype} {pixels.shape}"
-            raise ValueError(f"input28 must be the (28, 28) uint8 image the model saw, not {got}")
-        row = dict(
-            created_at=datetime.now(timezone.utc),
-            image=drawing_png(drawing),
-            input28=pixels.tobytes(),
-            predicted=None if predicted is None else int(predicted),
-            correct=int(correct),
-            model_version=str(model_version),
-        )
+        row = _digit_row(drawing_png(drawing), DigitCut(input28, predicted, correct), model_version)
         with self._guard("storing a correction"), self._writer.begin() as conn:
-            if self.quota is not None:
-                self._check_quota(conn, len(row["image"]) + INPUT28_BYTES)
+            self._check_quota(conn, len(row["image"]) + INPUT28_BYTES)
             return conn.execute(feedback.insert().values(**row)).inserted_primary_key[0]
 
     def change(self, id: int, drawing, correct: int) -> bool:
-        """Changes the right digit of correction `id` if it was stored from the same drawing within CHANGE_WINDOW:
+        """Changes the right digit of row `id` if it was stored from the same drawing within CHANGE_WINDOW:
         only its sender has that drawing. False (nothing changed) otherwise."""
         _check_digit("correct", correct)
-        recent = datetime.now(timezone.utc) - CHANGE_WINDOW
+        kind = sa.case((feedback.c.predicted == int(correct), CONFIRMATION), else_=CORRECTION)
         query = (feedback.update().where(feedback.c.id == int(id), feedback.c.image == drawing_png(drawing),
-                                         feedback.c.created_at >= recent).values(correct=int(correct)))
+                                         feedback.c.number_id.is_(None), feedback.c.created_at >= _recent())
+                 .values(correct=int(correct), kind=kind))
         with self._guard("changing a correction"), self._writer.begin() as conn:
             return conn.execute(query).rowcount == 1
 
+    def add_number(self, drawing, read_as: str, correct: str, boxes: list, digits: list[DigitCut],
+                   model_version: str, replaces: int | None = None) -> int:
+        """Stores a whole number with the boxes the model read, and each of its `digits` as a digit row (when
+        the person typed as many digits as there were marks). `replaces`: a number stored from the same drawing
+        within CHANGE_WINDOW, which this one replaces with its digits. Returns the number's id."""
+        if not correct.isascii() or not correct.isdigit():
+            raise ValueError(f"correct must be digits 0-9, got {correct!r}")
+        image = drawing_png(drawing)
+        row = dict(created_at=_now(), image=image, read_as=str(read_as), correct=correct, boxes=boxes_json(boxes),
+                   model_version=str(model_version))
+        digit_rows = [_digit_row(image, d, model_version) for d in digits]
+        with self._guard("storing a number"), self._writer.begin() as conn:
+            number_id = self._replaceable(conn, replaces, image)
+            if number_id is None:
+                self._check_quota(conn, len(image) + len(digits) * (len(image) + INPUT28_BYTES))
+                number_id = conn.execute(numbers.insert().values(**row)).inserted_primary_key[0]
+            else:
+                conn.execute(numbers.update().where(numbers.c.id == number_id).values(**row))
+                conn.execute(feedback.delete().where(feedback.c.number_id == number_id))
+            for digit_row in digit_rows:
+                conn.execute(feedback.insert().values(**digit_row, number_id=number_id))
+        return number_id
+
+    def _replaceable(self, conn: Connection, id: int | None, image: bytes) -> int | None:
+        if id is None:
+            return None
+        query = sa.select(numbers.c.id).where(numbers.c.id == int(id), numbers.c.image == image,
+                                              numbers.c.created_at >= _recent())
+        return conn.execute(query).scalar()
+
     def usage(self) -> tuple[int, int]:
-        """Corrections stored, and their bytes (drawings and 28x28 images)."""
+        """Rows stored, and their bytes (drawings and 28x28 images)."""
         with self._guard("counting"), self.engine.begin() as conn:
-            return _usage(conn)
+            return usage(conn, self.version)
 
     def _check_quota(self, conn: Connection, adding_bytes: int) -> None:
         # Counted inside the writing transaction, with writers serialised (SQLite: BEGIN IMMEDIATE holds the
         # write lock; PostgreSQL: an advisory lock), so workers writing at once can't overshoot it together.
-        _lock(conn, QUOTA_LOCK_KEY)
-        rows, size = _usage(conn)
+        if self.quota is None:
+            return
+        lock(conn, QUOTA_LOCK_KEY)
+        rows, size = usage(conn, self.version)
         if rows + 1 > self.quota.max_rows or size + adding_bytes > self.quota.max_bytes:
             raise QuotaReached(f"it holds {rows:,} corrections ({size / 1e6:,.1f} MB) and its quota is "
                                f"{self.quota}: export them (digitrecognizer feedback export) and start a new "
@@ -207,21 +199,38 @@ class FeedbackStore:
 
     def get(self, id: int) -> FeedbackRecord | None:
         with self._guard("reading"), self.engine.begin() as conn:
-            row = conn.execute(feedback.select().where(feedback.c.id == id)).first()
+            row = conn.execute(self._select().where(feedback.c.id == id)).first()
         return None if row is None else _record(row)
 
-    def count(self) -> int:
+    def get_number(self, id: int) -> NumberRecord | None:
+        with self._guard("reading"), self.engine.begin() as conn:
+            row = conn.execute(numbers.select().where(numbers.c.id == id)).first() if self.version >= 3 else None
+        return None if row is None else NumberRecord(row.id, _utc(row.created_at), row.image, row.read_as,
+                                                     row.correct, json.loads(row.boxes), row.model_version)
+
+    def count(self, kind: str | None = None) -> int:
+        """Digit rows stored: all, or those of one kind (CORRECTION or CONFIRMATION)."""
+        query = sa.select(sa.func.count()).select_from(feedback)
+        if kind is not None and self.version >= 3:
+            query = query.where(feedback.c.kind == kind)
         with self._guard("counting"), self.engine.begin() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one()
+            return conn.execute(query).scalar_one()
 
     def recent(self, limit: int = 20) -> list[FeedbackRecord]:
         """Newest first."""
-        query = feedback.select().order_by(feedback.c.id.desc()).limit(int(limit))
+        query = self._select().order_by(feedback.c.id.desc()).limit(int(limit))
         with self._guard("reading"), self.engine.begin() as conn:
             return [_record(row) for row in conn.execute(query)]
 
+    def _select(self) -> sa.Select:
+        """Every column of `feedback` that this database has (an old read-only one has fewer)."""
+        if self.version >= 3:
+            return feedback.select()
+        return sa.select(*(feedback.c[name] for name in FEEDBACK_COLUMNS_BEFORE_3))
+
     def export_npz(self, path: str | os.PathLike) -> int:
-        """`images` (N,28,28) uint8, `labels` (N,) uint8 and `predicted` (N,) int8 (-1: not a digit), oldest first."""
+        """`images` (N,28,28) uint8, `labels` (N,) uint8 and `predicted` (N,) int8 (-1: not a digit), oldest
+        first: corrections, confirmations and the digits of numbers, all labelled by a person."""
         images, labels, predicted = self._arrays()
         atomic_write(Path(path), lambda f: np.savez(f, images=images, labels=labels, predicted=predicted))
         return len(labels)
@@ -253,40 +262,41 @@ class FeedbackStore:
         predicted = np.array([-1 if r.predicted is None else r.predicted for r in rows], dtype=np.int8)
         return images, labels, predicted
 
-    def _init_schema(self) -> None:
+    def _init_schema(self) -> int:
+        """The database's schema version, after creating or upgrading it where it can be written."""
         # Read first: a read-only database that already has its schema must still open.
         with self._guard("reading the schema version"), self.engine.begin() as conn:
-            version = _read_version(conn)
+            version = read_version(conn)
         if version is None:
             with self._guard("creating the schema"), self._writer.begin() as conn:
-                _lock_schema(conn)
-                version = _read_version(conn)  # another process may have created it meanwhile
+                lock_schema(conn)
+                version = read_version(conn)  # another process may have created it meanwhile
                 if version is None:
-                    metadata.create_all(conn)
-                    conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+                    create_schema(conn)
                     version = SCHEMA_VERSION
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"the feedback database {self.location} has schema version {version}, but this digitrecognizer "
                 f"only knows up to version {SCHEMA_VERSION}: upgrade digitrecognizer or use another --db"
             )
-        if version < SCHEMA_VERSION:
-            self._upgrade()
+        return self._upgrade(version) if version < SCHEMA_VERSION else version
 
-    def _upgrade(self) -> None:
-        """Version 1 to 2, in place and in one transaction: each stored upload is replaced by its bounded copy.
-        A database that can't be written (read-only) is read as it is: its rows have the same columns."""
+    def _upgrade(self, version: int) -> int:
+        """Upgrades in place, in one transaction, nothing lost (store_db.upgrade says how). A database that
+        can't be written (read-only) is read as it is, at its own version."""
         try:
             with self._guard("upgrading the schema"), self._writer.begin() as conn:
-                _lock_schema(conn)
-                if _read_version(conn) >= SCHEMA_VERSION:  # another process upgraded it meanwhile
-                    return
-                count = _shrink_uploads(conn)
-                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
-            log.warning("feedback database %s upgraded to schema version %d: %d stored uploads replaced by "
-                        "bounded copies of their drawings", self.location, SCHEMA_VERSION, count)
+                lock_schema(conn)
+                version = read_version(conn)  # another process may have upgraded it meanwhile
+                if version >= SCHEMA_VERSION:
+                    return version
+                done = upgrade(conn, version)
+            log.warning("feedback database %s upgraded from schema version %d to %d: %s", self.location, version,
+                        SCHEMA_VERSION, done)
+            return SCHEMA_VERSION
         except StoreUnavailable as err:
-            log.warning("feedback database %s stays at schema version 1 (%s)", self.location, err)
+            log.warning("feedback database %s stays at schema version %d (%s)", self.location, version, err)
+            return version
 
     _serial: contextlib.AbstractContextManager = contextlib.nullcontext()
 
@@ -309,126 +319,34 @@ def _check_digit(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a digit 0..9, got {value!r}")
 
 
+def _digit_row(image: bytes, digit: DigitCut, model_version: str) -> dict:
+    _check_digit("correct", digit.correct)
+    if digit.predicted is not None:
+        _check_digit("predicted", digit.predicted)
+    pixels = np.asarray(digit.input28)
+    if pixels.shape != (28, 28) or pixels.dtype != np.uint8:
+        raise ValueError(f"input28 must be the (28, 28) uint8 image the model saw, not {pixels.dtype} {pixels.shape}")
+    predicted = None if digit.predicted is None else int(digit.predicted)
+    return dict(created_at=_now(), image=image, input28=pixels.tobytes(), predicted=predicted,
+                correct=int(digit.correct), model_version=str(model_version),
+                kind=CONFIRMATION if predicted == int(digit.correct) else CORRECTION)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _recent() -> datetime:
+    return _now() - CHANGE_WINDOW
+
+
+def _utc(created: datetime) -> datetime:
+    # SQLite hands back the naive UTC time that was stored; PostgreSQL the instant in the session's time zone.
+    return created.astimezone(timezone.utc) if created.tzinfo else created.replace(tzinfo=timezone.utc)
+
+
 def _record(row: sa.Row) -> FeedbackRecord:
     pixels = np.frombuffer(row.input28, dtype=np.uint8).reshape(28, 28)  # frombuffer of bytes: already read-only
-    # SQLite hands back the naive UTC time that was stored; PostgreSQL the instant in the session's time zone.
-    created = row.created_at
-    created = created.astimezone(timezone.utc) if created.tzinfo else created.replace(tzinfo=timezone.utc)
-    return FeedbackRecord(row.id, created, row.image, pixels, row.predicted, row.correct, row.model_version)
-
-
-def _parse_url(url: str | os.PathLike) -> URL:
-    """A path means a SQLite file; plain postgresql:// URLs get psycopg 3, the driver the `postgres` extra installs."""
-    if "://" not in str(url):
-        return URL.create("sqlite", database=str(url))
-    parsed = make_url(str(url))
-    backend = parsed.get_backend_name()
-    if backend in ("postgresql", "postgres") and "+" not in parsed.drivername:
-        return parsed.set(drivername="postgresql+psycopg")  # "postgres://" too: Heroku and others hand those out
-    if backend not in ("sqlite", "postgresql"):
-        raise ValueError(f"feedback database {parsed.render_as_string()}: {backend} is not supported: "
-                         f"give a file path, sqlite:///path or postgresql://user:pass@host/db")
-    return parsed
-
-
-def _create_postgresql_engine(url: URL) -> Engine:
-    try:
-        # pre-ping: after the server restarts or fails over, pooled connections are dead; without the check
-        # each one would fail a correction with 503 once before the pool replaced it. It costs a round trip.
-        return sa.create_engine(url, pool_pre_ping=True)
-    except ImportError as err:
-        raise RuntimeError(f"feedback database {url.render_as_string()}: the PostgreSQL driver is not installed "
-                           f"({err}): pip install \"digitrecognizer[postgres]\"") from err
-
-
-def _lock_schema(conn: Connection) -> None:
-    """Serialise schema creation between processes that open a new database at once (the workers of `serve`).
-    SQLite's BEGIN IMMEDIATE already holds the database's write lock; PostgreSQL takes a transaction-scoped
-    advisory lock, released at commit, after which the others find the tables."""
-    _lock(conn, SCHEMA_LOCK_KEY)
-
-
-def _lock(conn: Connection, key: int) -> None:
-    """A transaction-scoped lock on `key` between processes (PostgreSQL; SQLite's writers already take turns)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-
-
-def _usage(conn: Connection) -> tuple[int, int]:
-    rows, size = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(
-        feedback.c.image)), 0))).one()
-    return int(rows), int(size) + int(rows) * INPUT28_BYTES
-
-
-def _shrink_uploads(conn: Connection) -> int:
-    """Replaces every row's stored upload by drawing_png of it, a batch of rows at a time (the uploads may be
-    megabytes each). An upload that can't be decoded any more keeps the 28x28 image the model saw instead."""
-    last_id, count = 0, 0
-    while True:
-        query = (sa.select(feedback.c.id, feedback.c.image, feedback.c.input28).where(feedback.c.id > last_id)
-                 .order_by(feedback.c.id).limit(UPGRADE_BATCH_ROWS))
-        rows = conn.execute(query).all()
-        if not rows:
-            return count
-        for row in rows:
-            try:
-                drawing = drawing_png(bytes(row.image))
-            except preprocess.PreprocessError:
-                drawing = drawing_png(np.frombuffer(row.input28, np.uint8).reshape(28, 28))
-            conn.execute(feedback.update().where(feedback.c.id == row.id).values(image=drawing))
-        last_id, count = rows[-1].id, count + len(rows)
-
-
-def _read_version(conn: Connection) -> int | None:
-    if not sa.inspect(conn).has_table(schema_version.name):
-        return None
-    return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
-
-
-def _prepare_sqlite_file(url: URL) -> URL:
-    db = url.database
-    if not db or db == ":memory:" or db.startswith("file:"):  # in memory, or a URI the caller spelled out
-        return url
-    path = Path(db).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not path.stat().st_mode & 0o222 and not Path(f"{path}-wal").exists():
-        # SQLite can't create the WAL index beside a file in a read-only folder, so even reads would fail.
-        # No one may write this file and no WAL holds unmerged commits, so reading it as immutable is safe.
-        uri = "file:" + urllib.parse.quote(str(path.resolve()))
-        return url.set(database=uri, query={"mode": "ro", "immutable": "1", "uri": "true"})
-    return url.set(database=str(path))
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:
-        # pysqlite opens transactions itself but not before DDL, so two processes creating the schema would race;
-        # with isolation_level None it stays out of the way and _on_begin emits BEGIN.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # concurrent writers wait instead of failing
-        cursor.execute("PRAGMA synchronous = FULL")  # an acknowledged correction survives a crash
-        _use_wal(cursor)
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # A deferred transaction that reads and then writes gets SQLITE_BUSY at once, without the busy timeout;
-        # IMMEDIATE takes the write lock up front, waiting for it.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("for_write") else "BEGIN")
-
-
-def _use_wal(cursor) -> None:
-    """WAL journal: readers don't block the writer. The mode is stored in the file, so only a new database
-    needs the switch, and it takes an exclusive lock for which SQLite may answer "locked" at once, without the
-    busy timeout, when several processes open a new database together (serve --workers): so wait and retry."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                cursor.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+    extra = row._mapping
+    return FeedbackRecord(row.id, _utc(row.created_at), row.image, pixels, row.predicted, row.correct,
+                          row.model_version, extra.get("kind", CORRECTION), extra.get("number_id"))
