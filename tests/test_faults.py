@@ -108,7 +108,7 @@ def test_sigkill_while_clients_post_feedback_loses_no_acknowledged_write(model_d
 def test_full_disk_gives_503_for_feedback_and_predictions_carry_on(model_dir, tmp_path, digit_png):
     app = create_app(Settings(model=model_dir, db=tmp_path / "full.db"))
     with TestClient(app, base_url="http://localhost") as client:
-        engine = app.state.store.engine
+        engine = app.state.stores.store.engine
         pages = sqlite3.connect(tmp_path / "full.db").execute("PRAGMA page_count").fetchone()[0]
 
         @event.listens_for(engine, "connect")

@@ -1,40 +1,33 @@
-"""The web service: FastAPI app factory, the REST API, the drawing page, security headers and error shape."""
+"""The web service: its settings, the FastAPI app factory (routes in routes.py), security headers, the error
+shape, and `serve`."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import logging
 import os
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from PIL import Image
-from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..preprocess import ImageTooLarge, Limits, PreprocessError, TooManyMarks, UnsupportedImage, decode
-from ..recognizer import Prediction, Recognizer
-from ..store import FeedbackStore, Quota, QuotaReached, StoreUnavailable
-from . import schemas
-from .redoc import add_redoc
+from ..preprocess import Limits
+from ..recognizer import Recognizer
+from ..store import FeedbackStore, Quota, StoreUnavailable
+from . import routes
 from .errors import ApiError, error_response
+from .guards import LOCAL_HOSTS, BodyGuardMiddleware, OriginGuardMiddleware, RateLimit
+from .redoc import add_redoc
 from .server import uvicorn_options
-from .guards import LOCAL_HOSTS, BodyGuardMiddleware, BodyRejected, OriginGuardMiddleware, RateLimit
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -93,18 +86,6 @@ def split_names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-ERROR_RESPONSES = {status: {"model": schemas.ErrorOut, "description": text} for status, text in {
-    400: "damaged image, malformed request, or a Host name the server does not answer to",
-    403: "a write from another site's page", 408: "the body did not arrive within the read timeout",
-    413: "body or image too large", 415: "not a PNG, JPEG or WebP image",
-    422: "missing or invalid field, or a number of more marks than the limit",
-    503: "more connections than the server's cap"}.items()}
-FEEDBACK_ERRORS = {**ERROR_RESPONSES, **{status: {"model": schemas.ErrorOut, "description": text} for status, text in {
-    429: "this client sent more corrections than the rate limit allows (Retry-After says when to try again)",
-    503: "feedback store unavailable, or more connections than the server's cap",
-    507: "the feedback store's quota is full"}.items()}}
-
-
 # ----------------------------------------------------------------------------------------------
 # ASGI middleware: headers on every response (the guards are in guards.py)
 
@@ -134,85 +115,34 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-# ----------------------------------------------------------------------------------------------
-# Reading the image from either request form
+class StoreOpener:
+    """Opens the feedback store on first use, and again after an outage, at most every `retry_s`: a database
+    server started after the app, or back after an outage, is used without restarting every replica."""
 
-def request_body(json_model: type[schemas.ImageJSON], form_model: type[schemas.ImageForm]) -> dict:
-    return {"required": True, "content": {
-        "multipart/form-data": {"schema": schemas.multipart_schema(form_model)},
-        "application/json": {"schema": json_model.model_json_schema()},
-    }}
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: FeedbackStore | None = None
+        self.error = "not opened yet"
+        self._retry_at = 0.0
+        self._opening = threading.Lock()
 
+    def open(self) -> FeedbackStore | None:
+        """The store, or None while its database can't be opened (predictions keep working, feedback gets 503).
+        Not waiting for the lock: while one thread waits on an unreachable server, the others answer 503 at once."""
+        if self.store is None and self._opening.acquire(blocking=False):
+            try:
+                if self.store is None and time.monotonic() >= self._retry_at:
+                    self.store = FeedbackStore(self.settings.db, quota=self.settings.feedback_quota)
+            except (StoreUnavailable, RuntimeError, OSError) as err:
+                log.error("feedback store unavailable: %s", err)
+                self.error, self._retry_at = str(err), time.monotonic() + self.settings.store_retry_s
+            finally:
+                self._opening.release()
+        return self.store
 
-def decode_base64_image(text: str) -> bytes:
-    if text.startswith("data:"):
-        header, _, text = text.partition(",")
-        if ";base64" not in header:
-            raise ApiError(400, "bad_data_url", "the data URL must be base64-encoded (data:image/png;base64,...)")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, "bad_base64", "the image field is not valid base64") from None
-
-
-def invalid_fields(err: ValidationError) -> ApiError:
-    """Pydantic's first complaint as the API's error: malformed JSON, a missing field or a bad label."""
-    first = err.errors(include_url=False)[0]
-    name = ".".join(str(part) for part in first["loc"])
-    if first["type"] == "json_invalid":
-        return ApiError(400, "bad_json", f"the body is not valid JSON: {first['msg']}")
-    if first["type"] == "missing" and name == "image":
-        return ApiError(422, "missing_field", 'send JSON like {"image": "data:image/png;base64,..."}')
-    if first["type"] == "missing":
-        return ApiError(422, "missing_field", f"'{name}' is required: the right digit, 0-9")
-    if name in schemas.LABEL_FIELDS:
-        got = repr(first["input"])
-        got = got if len(got) <= 40 else got[:37] + "..."
-        return ApiError(422, "invalid_label", f"'{name}' must be a digit 0-9 written as an integer, got {got}")
-    if not name:
-        return ApiError(422, "missing_field", 'send a JSON object like {"image": "data:image/png;base64,..."}')
-    return ApiError(422, "invalid_request", f"{name}: {first['msg']}")
-
-
-async def read_request(request: Request, max_bytes: int, json_model: type[schemas.ImageJSON],
-                       form_model: type[schemas.ImageForm]) -> tuple[bytes, BaseModel]:
-    """The image bytes and the other fields, validated by the endpoint's models, from multipart/form-data or JSON."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        try:
-            form = await request.form(max_files=1, max_fields=10, max_part_size=max_bytes)
-        except BodyRejected:
-            raise
-        except Exception as err:  # python-multipart's errors: malformed boundaries, too many parts, ...
-            raise ApiError(400, "bad_form", f"the multipart form cannot be read: {err}") from None
-        upload = form.get("image")
-        if upload is None:
-            raise ApiError(422, "missing_field", "send the image in a multipart field named 'image'")
-        try:
-            fields = form_model.model_validate({k: v for k, v in form.items() if isinstance(v, str) and k != "image"})
-        except ValidationError as err:
-            raise invalid_fields(err) from None
-        data = await upload.read() if isinstance(upload, UploadFile) else str(upload).encode()
-        return data, fields
-    if content_type == "application/json":
-        try:  # pydantic's own JSON parser: it bounds nesting depth and number size
-            body = json_model.model_validate_json(await request.body())
-        except ValidationError as err:
-            raise invalid_fields(err) from None
-        return decode_base64_image(body.image), body
-    raise ApiError(415, "unsupported_content_type",
-                   f"content type {content_type or '(none)'} is not accepted: send multipart/form-data with an "
-                   "'image' file, or application/json with a data URL")
-
-
-def png_data_url(pixels: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def digit_out(p: Prediction) -> dict:
-    return {**p.to_dict(), "input28": None if p.blank else png_data_url(p.input28)}
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,32 +152,16 @@ def digit_out(p: Prediction) -> dict:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
-    opening_store = threading.Lock()
-
-    def open_store(app: FastAPI) -> FeedbackStore | None:
-        """The store, or None while its database can't be opened; predictions keep working, feedback answers 503."""
-        # Not waiting for the lock: while one thread waits on an unreachable server, the others answer 503 at once.
-        if app.state.store is None and opening_store.acquire(blocking=False):
-            try:
-                if app.state.store is None and time.monotonic() >= app.state.store_retry_at:
-                    app.state.store = FeedbackStore(settings.db, quota=settings.feedback_quota)
-            except (StoreUnavailable, RuntimeError, OSError) as err:
-                log.error("feedback store unavailable: %s", err)
-                app.state.store_error = str(err)
-                app.state.store_retry_at = time.monotonic() + settings.store_retry_s
-            finally:
-                opening_store.release()
-        return app.state.store
-
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.settings = settings
         app.state.recognizer = Recognizer(settings.model, limits=settings.limits)
         app.state.cpu = anyio.CapacityLimiter(settings.cpu_threads)
-        app.state.store, app.state.store_error, app.state.store_retry_at = None, "not opened yet", 0.0
-        open_store(app)
+        app.state.feedback_rate = RateLimit(settings.feedback_rate)
+        app.state.stores = StoreOpener(settings)
+        app.state.stores.open()
         yield
-        if app.state.store is not None:
-            app.state.store.close()
+        app.state.stores.close()
 
     app = FastAPIOffline(
         title="DigitRecognizer", version=__version__, lifespan=lifespan, redoc_url=None,
@@ -260,7 +174,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyGuardMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s)
     app.add_middleware(OriginGuardMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(SecurityHeadersMiddleware)
-    feedback_rate = RateLimit(settings.feedback_rate)
+    add_error_handlers(app)
+    app.include_router(routes.router)
+    app.add_api_route("/", index, include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+async def index():
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON in one shape, `{"error": {"code", "message"}}`, with a message that says what to do."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
@@ -284,110 +210,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def unexpected_error(request: Request, err: Exception):
         log.exception("unexpected error on %s", request.url.path)
         return error_response(500, "internal_error", "something went wrong on our side; the error was logged")
-
-    async def run_recognizer(request: Request, fn, *args):
-        """Decode, preprocess and infer in a worker thread, one request at a time per process (`cpu_threads`):
-        the event loop stays free to answer health checks and refusals while a worst-case image (a 16 MP photo,
-        a number of 32 marks) computes. Parallelism comes from worker processes (`serve --workers`)."""
-        try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=request.app.state.cpu)
-        except ImageTooLarge as err:
-            raise ApiError(413, "too_large", str(err)) from None
-        except UnsupportedImage as err:
-            raise ApiError(415, "not_an_image", str(err)) from None
-        except TooManyMarks as err:
-            raise ApiError(422, "too_many_marks", str(err)) from None
-        except PreprocessError as err:
-            raise ApiError(400, "bad_image", str(err)) from None
-
-    def elapsed_ms(started: float) -> float:
-        return round(1000 * (time.perf_counter() - started), 2)
-
-    @app.post("/api/predict", response_model=schemas.PredictOut, responses=ERROR_RESPONSES,
-              openapi_extra={"requestBody": request_body(schemas.ImageJSON, schemas.ImageForm)},
-              summary="Read one digit")
-    async def predict(request: Request):
-        data, _ = await read_request(request, settings.max_body_bytes, schemas.ImageJSON, schemas.ImageForm)
-        rec: Recognizer = request.app.state.recognizer
-        started = time.perf_counter()
-        p = await run_recognizer(request, rec.predict, data)
-        return {**digit_out(p), "model_version": rec.version, "elapsed_ms": elapsed_ms(started)}
-
-    @app.post("/api/read", response_model=schemas.ReadOut, responses=ERROR_RESPONSES,
-              openapi_extra={"requestBody": request_body(schemas.ImageJSON, schemas.ImageForm)},
-              summary="Read a number written as digits side by side")
-    async def read(request: Request):
-        data, _ = await read_request(request, settings.max_body_bytes, schemas.ImageJSON, schemas.ImageForm)
-        rec: Recognizer = request.app.state.recognizer
-        started = time.perf_counter()
-
-        def work(payload: bytes):
-            reading = rec.read_number(payload)
-            with Image.open(io.BytesIO(payload)) as image:  # already validated by read_number
-                size = image.size
-            return reading, size
-
-        reading, (width, height) = await run_recognizer(request, work, data)
-        return {"text": reading.text, "digits": [digit_out(d) for d in reading.digits], "input_width": width,
-                "input_height": height, "model_version": rec.version, "elapsed_ms": elapsed_ms(started)}
-
-    @app.post("/api/feedback", status_code=201, response_model=schemas.FeedbackOut, responses=FEEDBACK_ERRORS,
-              openapi_extra={"requestBody": request_body(schemas.FeedbackJSON, schemas.FeedbackForm)},
-              summary="Store a correction")
-    async def feedback(request: Request):
-        data, fields = await read_request(request, settings.max_body_bytes, schemas.FeedbackJSON,
-                                          schemas.FeedbackForm)
-        # Counted once the request is valid, before the work it would cost: malformed requests are cheap to
-        # refuse, and a client that mistyped a label has not used up its corrections.
-        client = request.client.host if request.client else "unknown"
-        retry_after = feedback_rate.retry_after_s(client)
-        if retry_after is not None:
-            raise ApiError(429, "too_many_corrections", f"this client sent more than {feedback_rate} corrections: "
-                                                         f"try again in {retry_after} s",
-                           headers={"Retry-After": str(retry_after)})
-        rec: Recognizer = request.app.state.recognizer
-
-        def work(payload: bytes):
-            drawing = decode(payload, rec.limits)[0]  # decoded once: the model reads it and the store keeps it
-            return drawing, rec.predict(drawing)
-
-        drawing, p = await run_recognizer(request, work, data)
-        store: FeedbackStore | None = request.app.state.store or await run_in_threadpool(open_store, request.app)
-        if store is None:
-            raise ApiError(503, "store_unavailable", f"corrections cannot be stored right now: "
-                                                     f"{request.app.state.store_error}")
-        try:  # the write waits on disk (fsync) and on other writers: that belongs in the thread pool
-            if fields.replaces is not None and await run_in_threadpool(store.change, fields.replaces, drawing,
-                                                                       fields.correct):
-                return {"id": fields.replaces, "stored": True}
-            row_id = await run_in_threadpool(store.add, drawing, p.input28, fields.predicted, fields.correct,
-                                             rec.version)
-        except QuotaReached as err:
-            raise ApiError(507, "quota_reached", f"the feedback store is full: {err}") from None
-        except StoreUnavailable as err:
-            raise ApiError(503, "store_unavailable", f"corrections cannot be stored right now: {err}") from None
-        return {"id": row_id, "stored": True}
-
-    async def health(request: Request):
-        return {"status": "ok", "model_version": request.app.state.recognizer.version}
-
-    app.add_api_route("/api/health", health, methods=["GET"], response_model=schemas.HealthOut,
-                      summary="Liveness and the model version")
-    app.add_api_route("/api/health", health, methods=["HEAD"], operation_id="health_head",
-                      summary="Liveness, for load balancers that probe with HEAD (no body)")
-
-    @app.get("/api/model", summary="The model card: metrics, calibration, thresholds, provenance")
-    async def model_card(request: Request):
-        card = asdict(request.app.state.recognizer.card)
-        card["training"] = {k: v for k, v in card["training"].items() if k != "history"}
-        return card
-
-    @app.get("/", include_in_schema=False)
-    async def index():
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
 
 
 def app_from_env() -> FastAPI:

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 JsonDigit = Annotated[StrictInt, Field(ge=0, le=9)]
 FormDigit = Annotated[int, Field(ge=0, le=9)]
 LABEL_FIELDS = ("correct", "predicted")
+MAX_NUMBER_DIGITS = 32  # as many as the marks a number may have (preprocess.Limits.max_marks)
+NumberText = Annotated[str, Field(pattern=rf"^[0-9]{{1,{MAX_NUMBER_DIGITS}}}$")]
 
 
 class ImageJSON(BaseModel):
@@ -28,6 +30,12 @@ class FeedbackJSON(ImageJSON):
                           "one added")
 
 
+class NumberFeedbackJSON(ImageJSON):
+    number: NumberText = Field(description="the right number, in digits", examples=["2024"])
+    replaces: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="the id of a number correction of the same drawing sent before: it is replaced")
+
+
 class ImageForm(BaseModel):
     """The multipart fields besides the `image` file: none for reading."""
 
@@ -40,6 +48,12 @@ class FeedbackForm(ImageForm):
     replaces: Annotated[int, Field(ge=1)] | None = Field(
         None, description="the id of a correction of the same drawing sent before: it is changed instead of a new "
                           "one added")
+
+
+class NumberFeedbackForm(ImageForm):
+    number: NumberText = Field(description="the right number, in digits")
+    replaces: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="the id of a number correction of the same drawing sent before: it is replaced")
 
 
 def multipart_schema(form: type[ImageForm]) -> dict:
@@ -80,8 +94,18 @@ class ReadOut(BaseModel):
 
 
 class FeedbackOut(BaseModel):
-    id: int = Field(description="the stored correction's id")
+    id: int = Field(description="the stored row's id: send it as `replaces` to change it")
     stored: bool = True
+    kind: str = Field("correction", description="'correction', or 'confirmation' when the right digit is the "
+                                                "one the app showed")
+
+
+class NumberFeedbackOut(BaseModel):
+    id: int = Field(description="the stored number's id: send it as `replaces` to change it")
+    stored: bool = True
+    read_as: str = Field(description="what the model read in the drawing ('?' for a mark it refused)")
+    digits_stored: int = Field(description="digits stored one by one, each cut out by its box: as many as the "
+                                           "marks when the number has that many digits, otherwise none")
 
 
 class HealthOut(BaseModel):
