@@ -175,7 +175,7 @@ def test_a_correction_lands_in_the_database(page, server):
         before = store.count()
     answer_after_drawing(page, DIGITS["7"], "7")
     page.get_by_test_id("feedback-1").click()
-    expect(page.locator("#feedback-status")).to_have_text(re.compile(r"Saved as a 1 \(correction #\d+\)"))
+    expect(page.locator("#feedback-status")).to_have_text(re.compile(r"Saved as a 1 \(#\d+\)"))
     with FeedbackStore(db) as store:
         assert store.count() == before + 1
         record = store.recent(1)[0]
@@ -334,8 +334,8 @@ def test_one_drawing_makes_one_correction(page, server):
     draw(page, DIGITS["7"])
     answered_current_drawing(page)
     expect(page.get_by_test_id("prediction")).to_have_text("7")
-    page.get_by_test_id("feedback-7").click()   # the model's own answer: nothing to store
-    expect(page.get_by_test_id("feedback-status")).to_contain_text("nothing to correct")
+    page.get_by_test_id("feedback-7").click()   # the model's own answer: a confirmation
+    expect(page.get_by_test_id("feedback-status")).to_contain_text("it was right")
     page.get_by_test_id("feedback-1").click()
     page.get_by_test_id("feedback-1").click()
     expect(page.get_by_test_id("feedback-status")).to_contain_text("Already saved as a 1")
@@ -343,7 +343,8 @@ def test_one_drawing_makes_one_correction(page, server):
     expect(page.get_by_test_id("feedback-status")).to_contain_text("Changed to a 2")
     with FeedbackStore(db) as store:
         assert store.count() == before + 1
-        assert store.recent(1)[0].correct == 2 and store.recent(1)[0].predicted == 7
+        record = store.recent(1)[0]
+        assert (record.correct, record.predicted, record.kind) == (2, 7, "correction")
     draw(page, [[(0.2, 0.95), (0.3, 0.95)]])   # the next drawing clears the thank-you
     expect(page.get_by_test_id("feedback-status")).to_have_text("")
 
@@ -403,8 +404,12 @@ def test_number_mode_keeps_the_drawing_warns_when_digits_touch_and_takes_a_corre
     page.get_by_test_id("number-fix").fill("12")
     page.get_by_test_id("number-fix-save").click()
     expect(page.get_by_test_id("feedback-status")).to_contain_text("Saved as 12")
-    with FeedbackStore(db) as store:
-        assert store.count() == before + 1 and store.recent(1)[0].correct == 2
+    with FeedbackStore(db) as store:  # the number whole with its two boxes, and each digit: a 1 confirmed, 7 -> 2
+        assert store.count() == before + 2
+        digits = sorted(store.recent(2), key=lambda r: r.id)
+        assert [(r.correct, r.kind) for r in digits] == [(1, "confirmation"), (2, "correction")]
+        number = store.get_number(digits[0].number_id)
+        assert (number.read_as, number.correct, len(number.boxes)) == ("17", "12", 2)
     page.keyboard.press("Escape")
     draw(page, [ELLIPSE], box=(0.3, 0.1, 0.25, 0.8))
     draw(page, [ELLIPSE], box=(0.38, 0.1, 0.25, 0.8))   # two zeros drawn over each other

@@ -60,9 +60,15 @@ export const serverAnswers = {
   // Several digits side by side: {text, digits: [{digit, is_digit, confidence, box, input28, ...}], input_width, ...}.
   readNumber(image, signal) { return post("/api/read", imageBody(image), signal); },
 
-  // A correction: {id}. `replaces` names a correction of the same image sent before, which it changes.
+  // The right digit: {id, kind} ("correction", or "confirmation" when the model was right). `replaces` names
+  // a row of the same image sent before, which it changes.
   saveCorrection({ image, predicted, correct, replaces }) {
     return post("/api/feedback", imageBody(image, { predicted, correct, replaces }));
+  },
+
+  // The right number for a whole drawing: {id, read_as, digits_stored}.
+  saveNumber({ image, number, replaces }) {
+    return post("/api/feedback/number", imageBody(image, { number, replaces }));
   },
 
   async modelInfo() {

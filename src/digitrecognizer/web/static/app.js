@@ -6,7 +6,7 @@
 import { serverAnswers } from "./answers.js";
 import { createPad, PAD_SIZES } from "./pad.js";
 import { preparePhoto } from "./photo.js";
-import { clearBoxes, containMap, createView, drawBoxes } from "./show.js";
+import { clearBoxes, createView, drawBoxes } from "./show.js";
 
 const CADENCE_MS = 120;       // live answers while drawing: fresh enough to feel instant, few enough requests
 const THICK_IN_20PX = 3.6;    // the stroke's width once the drawing is scaled to MNIST's 20 px box: above this,
@@ -167,7 +167,7 @@ function touchingWarning(answer) {
 }
 
 // -------------------------------------------------------------------------------------------------
-// Corrections: one per drawing. A second choice changes it; the model's own answer stores nothing.
+// Corrections: one per drawing. A second choice changes it; choosing the model's own answer confirms it.
 
 function forgetCorrection() {
   state.correction = null;
@@ -208,60 +208,40 @@ async function chooseDigit(correct) {
   const predicted = shown.answer.is_digit ? shown.answer.digit : null;
   const previous = state.correction && state.correction.version === shown.version ? state.correction : null;
   feedbackKeys.querySelectorAll("button").forEach((b, d) => b.setAttribute("aria-pressed", String(d === correct)));
-  if (previous && previous.digit === correct) { say(`Already saved as a ${correct} (correction #${previous.id}).`); return; }
-  if (!previous && correct === predicted) { say("Thanks! Good to know it was right: nothing to correct."); return; }
+  if (previous && previous.digit === correct) { say(`Already saved as a ${correct} (#${previous.id}).`); return; }
   say("Saving…");
   try {
     const saved = await source.saveCorrection({ image: shown.image, predicted, correct, replaces: previous && previous.id });
     if (shown.version !== pad.version) return;   // the drawing changed meanwhile: its message would mislead
     state.correction = { version: shown.version, id: saved.id, digit: correct };
-    say(previous ? `Changed to a ${correct} (correction #${saved.id}).`
-                 : `Thank you! Saved as a ${correct} (correction #${saved.id}).`);
+    say(saved.kind === "confirmation" ? `Thanks! Saved: it was right, a ${correct} (#${saved.id}).`
+        : previous ? `Changed to a ${correct} (#${saved.id}).` : `Thank you! Saved as a ${correct} (#${saved.id}).`);
   } catch (err) {
     say(`Not saved: ${err.message}`, true);
   }
 }
 
-// A number's correction is stored digit by digit, each cut out of the drawing by its box, so every row is an
-// MNIST-style example; it needs as many digits typed as boxes found.
+// A number is stored whole, with the boxes the model read; the server also keeps each digit on its own when
+// the number has as many digits as the marks it found.
 async function correctNumber(text) {
   const shown = currentAnswer();
   if (!shown) return;
-  const digits = shown.answer.digits;
-  if (!/^\d+$/.test(text)) { say("Type the number with digits only.", true); return; }
-  if (text.length !== digits.length) {
-    say(`The model found ${digits.length} mark${digits.length > 1 ? "s" : ""} but you typed ${text.length} digits: ` +
-        "write the digits apart so each gets its own box, then correct it.", true);
-    return;
-  }
+  if (!/^\d{1,32}$/.test(text)) { say("Type the number with digits only (at most 32).", true); return; }
   const previous = state.correction && state.correction.version === shown.version ? state.correction : null;
   if (previous && previous.text === text) { say(`Already saved as ${text}.`); return; }
-  const ids = previous ? [...previous.ids] : digits.map(() => null);
   say("Saving…");
   try {
-    for (const [k, d] of digits.entries()) {
-      const predicted = d.is_digit ? d.digit : null;
-      const correct = Number(text[k]);
-      if (correct === predicted && ids[k] === null) continue;   // right already, and nothing stored to change
-      const piece = pad.encodeBox(padBox(d.box, shown.answer));
-      const saved = await source.saveCorrection({ image: piece, predicted, correct, replaces: ids[k] });
-      ids[k] = saved.id;
-    }
+    const saved = await source.saveNumber({ image: shown.image, number: text, replaces: previous && previous.id });
     if (shown.version !== pad.version) return;
-    state.correction = { version: shown.version, ids, text };
-    const stored = ids.filter((id) => id !== null).length;
-    say(stored ? `Thank you! Saved as ${text} (${stored} digit${stored > 1 ? "s" : ""} corrected).`
-               : "Thanks! Good to know it was right: nothing to correct.");
+    state.correction = { version: shown.version, id: saved.id, text };
+    const marks = shown.answer.digits.length;
+    say(saved.read_as === text ? `Thanks! Saved: it was right, ${text} (#${saved.id}).`
+        : marks !== text.length ? `Saved as ${text} (#${saved.id}). The model found ${marks} mark${marks > 1 ? "s" : ""}: ` +
+                                  "leaving a gap between digits helps it."
+        : `Thank you! Saved as ${text} (#${saved.id}).`);
   } catch (err) {
     say(`Not saved: ${err.message}`, true);
   }
-}
-
-// A box in the answer's pixels, in the pad's: the same for a drawing; a photo is shown contained in the pad.
-function padBox(box, answer) {
-  const { scale, dx, dy } = containMap(answer.input_width, answer.input_height, pad.width, pad.height);
-  return [Math.floor(dx + box[0] * scale), Math.floor(dy + box[1] * scale),
-          Math.ceil(dx + box[2] * scale), Math.ceil(dy + box[3] * scale)];
 }
 
 for (let d = 0; d < 10; d++) {

@@ -163,18 +163,6 @@ export function createPad(visible, overlay) {
     // PNG as a data URL, encoded at once: canvas.toBlob waits for an idle moment, which after touch input
     // comes about a second later in Chromium; toDataURL of 280x280 pixels takes a few milliseconds.
     encode() { return model.toDataURL("image/png"); },
-
-    // One piece of the drawing (a number's digit): its box, with a margin, on black.
-    encodeBox([left, top, right, bottom], margin = 8) {
-      const crop = document.createElement("canvas");
-      crop.width = right - left + 2 * margin;
-      crop.height = bottom - top + 2 * margin;
-      const c = crop.getContext("2d");
-      c.fillStyle = PAPER;
-      c.fillRect(0, 0, crop.width, crop.height);
-      c.drawImage(model, left, top, right - left, bottom - top, margin, margin, right - left, bottom - top);
-      return crop.toDataURL("image/png");
-    },
   });
 
   fitToScreen();
