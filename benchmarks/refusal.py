@@ -16,17 +16,16 @@ Results: benchmarks/results/refusal_NAME.{json,txt}.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+import record
 from digitrecognizer import Recognizer, data, negatives, synth, writers
 from digitrecognizer.recognizer import softmax
 from digitrecognizer.recipes import TrainConfig
 
-RESULTS = Path(__file__).parent / "results"
 FAMILY_SEEDS = {"rendered letters, symbols, scribbles and shapes": 31, "lowercase letters": 32, "doodles": 33,
                 "silhouettes": 34}
 DIGIT_SEED = 35
@@ -91,11 +90,7 @@ def main() -> None:
     for name, r in result["families"].items():
         lines.append(f"{name:50s} refused {r['refused']:6.1%} of {r['images']}, AUROC {r['auroc']:.4f}")
     lines.append(f"{'all held-out non-digits':50s} refused {result['refused_all']:6.1%}")
-    print("\n".join(lines))
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"refusal_{args.name or rec.version}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    record.save(f"refusal_{args.name or rec.version}", result, lines)
 
 
 if __name__ == "__main__":

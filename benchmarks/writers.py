@@ -17,15 +17,14 @@ read them for a final report, never to choose a model. Results: benchmarks/resul
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+import record
 from digitrecognizer import Recognizer, synth, writers
 
-RESULTS = Path(__file__).parent / "results"
 SEEDS = {"optdigits": 11, "pendigits": 12, "usps": 13, "sklearn": 14}
 NUMBERS_SEED = 15
 
@@ -76,11 +75,7 @@ def main() -> None:
                      f"{r['refused']:.2%} refused)")
     if "sklearn_numbers" in result:
         lines.append(f"numbers    {result['sklearn_numbers']['exact']:.1%} of {args.numbers} read exactly")
-    print("\n".join(lines))
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"writers_{args.name or rec.version}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    record.save(f"writers_{args.name or rec.version}", result, lines)
 
 
 if __name__ == "__main__":
