@@ -85,6 +85,37 @@ def test_every_synthetic_style_draws_a_digit_sized_input(name):
         assert max(rows[-1] - rows[0], cols[-1] - cols[0]) >= 14  # scaled to the 20 px box, as MNIST digits
 
 
+def test_a_tablet_path_is_one_coarse_polyline_through_every_stroke():
+    rng = np.random.default_rng(0)
+    strokes = styles.hand(styles.STYLES["crossed 7"][1](rng), rng)
+    assert len(strokes) == 2
+    for _ in range(20):
+        (path,) = styles.tablet_path(strokes, rng, points=(6, 13), square=0.0)
+        assert 7 <= len(path) <= 13  # 6-12 straight segments
+        np.testing.assert_allclose(path[0], strokes[0][0], atol=1e-5)  # from the first stroke's start ...
+        np.testing.assert_allclose(path[-1], strokes[-1][-1], atol=1e-5)  # ... to the last stroke's end
+
+
+def test_a_tablet_path_stretched_to_a_square_fills_it():
+    rng = np.random.default_rng(1)
+    one = styles.hand(styles.STYLES["1 with flag"][1](rng), rng)
+    extents = []
+    for _ in range(50):
+        (path,) = styles.tablet_path(one, rng, square=1.0)
+        extent = path.max(0) - path.min(0)
+        extents.append(extent.min() / extent.max())
+    assert min(extents) > 0.2 and max(extents) > 0.9  # narrow 1s widened, some all the way to a square
+
+
+def test_compositions_are_several_separate_marks():
+    rng = np.random.default_rng(2)
+    from scipy import ndimage
+
+    for _ in range(10):
+        ink = negatives.composition_ink(rng)
+        assert ndimage.label(ink > 0.3)[1] >= 2
+
+
 def test_letters_that_look_like_digits_are_in_no_non_digit_family():
     disguised = set("OoDQIlijZzSsbGBgq")
     assert not disguised & set(negatives.UPPERCASE + negatives.LOWERCASE + negatives.SYMBOLS)

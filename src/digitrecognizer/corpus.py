@@ -19,7 +19,7 @@ from .files import atomic_write
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 1  # bump when a generator changes: cached inputs of another version are not reused
+CORPUS_VERSION = 2  # bump when a generator changes: cached inputs of another version are not reused
 
 
 @dataclass
@@ -31,6 +31,7 @@ class CorpusConfig:
     renderings: int = 2  # canvas renderings of each collection digit (size, place, pen differ)
     smooth_share: float = 0.5  # pen trajectories drawn as a smooth curve instead of a polyline, this often
     styles: int = 12_000  # synthetic-style digits, spread evenly over the styles
+    tablet_share: float = 0.0  # of the styles, drawn as a low-rate tablet records them (styles.tablet_path)
     negatives: int = 16_000  # non-digits, spread evenly over the training families
     seed: int = 0
 
@@ -67,7 +68,7 @@ def style_inputs(config: CorpusConfig) -> MnistSplit:
     rng = np.random.default_rng([config.seed, 100])
     names = list(styles.STYLES)
     per_style = config.styles // len(names)
-    images = [_until(per_style, lambda: styles.render_style(name, rng)) for name in names]
+    images = [_until(per_style, lambda: styles.render_style(name, rng, tablet=config.tablet_share)) for name in names]
     labels = [np.full(per_style, styles.STYLES[name][0], np.int64) for name in names]
     return MnistSplit(np.concatenate(images), np.concatenate(labels))
 

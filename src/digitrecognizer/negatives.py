@@ -55,15 +55,16 @@ def _pt(rng: np.random.Generator, lo: float = 0.15, hi: float = 0.85) -> tuple[f
 
 
 def polygon_ink(rng: np.random.Generator) -> np.ndarray:
-    """Outlines with corners: triangles, boxes, pentagons, zigzags, arrows of straight strokes."""
+    """Outlines with corners: triangles and boxes, zigzags, filled shapes. No outline has five or more corners:
+    drawn with straight strokes, that is how a low-rate tablet records a 0."""
     image = Image.new("L", (CANVAS_PX, CANVAS_PX), 0)
     draw = ImageDraw.Draw(image)
     c, r = CANVAS_PX / 2, rng.uniform(0.2, 0.4) * CANVAS_PX
-    sides = int(rng.integers(3, 7))
+    kind = rng.integers(3)
+    sides = int(rng.integers(3, 5 if kind == 0 else 7))
     turn = rng.uniform(0, 2 * np.pi)
     pts = [(c + r * np.cos(turn + 2 * np.pi * k / sides) * rng.uniform(0.8, 1.2),
             c + r * np.sin(turn + 2 * np.pi * k / sides) * rng.uniform(0.8, 1.2)) for k in range(sides)]
-    kind = rng.integers(3)
     if kind == 0:
         draw.line(pts + pts[:1], fill=255, width=_pen(rng), joint="curve")
     elif kind == 1:  # zigzag
@@ -88,6 +89,31 @@ def speck_ink(rng: np.random.Generator) -> np.ndarray:
             dx, dy = rng.normal(0, 1, 2) * r
             draw.line([(x, y), (x + dx, y + dy)], fill=255, width=max(2, int(r)))
     return np.asarray(image, np.float32) / 255
+
+
+def composition_ink(rng: np.random.Generator) -> np.ndarray:
+    """A picture of four to seven simple marks (a ring, arcs, strokes, dots) scattered over one box: what a
+    drawing is made of, put together in no digit's shape. One ring at most: two rings and a stroke make an 8."""
+    strokes: list[np.ndarray] = []
+    kinds = ["ring"] * (rng.random() < 0.6) + list(rng.choice(["arc", "stroke", "dot"], int(rng.integers(3, 7)),
+                                                            p=[0.4, 0.4, 0.2]))
+    for kind in kinds:
+        cx, cy = rng.uniform(0.1, 0.9, 2)
+        r = rng.uniform(0.05, 0.35)
+        if kind == "ring":
+            strokes.append(styles.arc(cx, cy, r, r * rng.uniform(0.5, 1.5), 0, 360, 24))
+        elif kind == "arc":
+            start = rng.uniform(0, 360)
+            strokes.append(styles.arc(cx, cy, r, r, start, start + rng.uniform(90, 240), 12))
+        elif kind == "stroke":
+            a = rng.uniform(0, 2 * np.pi)
+            strokes.append(styles.line((cx, cy), (cx + r * np.cos(a), cy + r * np.sin(a)), 4))
+        else:
+            strokes.append(styles.arc(cx, cy, 0.02, 0.02, 0, 360, 6))
+    strokes = styles.hand(strokes, rng)
+    side = int(rng.uniform(0.4, 0.85) * CANVAS_PX)
+    ink = writers.trajectory_ink(strokes, side, rng.uniform(0.03, 0.1) * side)
+    return writers._place(ink, rng, CANVAS_PX)
 
 
 def _digit_ink(mnist: np.ndarray, rng: np.random.Generator, side_px: int) -> np.ndarray:
@@ -202,6 +228,7 @@ TRAINING_FAMILIES: dict[str, Family] = {
     "scribbles": lambda rng, _: synth.render_scribble_ink(rng, CANVAS_PX),
     "polygons": lambda rng, _: polygon_ink(rng),
     "specks": lambda rng, _: speck_ink(rng),
+    "compositions": lambda rng, _: composition_ink(rng),
     "squeezed digits": lambda rng, mnist: squeezed_digits_ink(mnist, rng),
     "scratched digits": lambda rng, mnist: scratched_digit_ink(mnist, rng),
 }

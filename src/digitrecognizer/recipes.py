@@ -76,12 +76,14 @@ class TrainConfig:
 # network at the same validation accuracy.
 PRESETS: dict[str, dict] = {
     # The shipped model: MNIST's training digits, one canvas rendering of each digit of the other writers'
-    # collections, synthetic writing styles, and non-digits for the eleventh output. The elastic wobble is gentler
+    # collections, synthetic writing styles (a third of them as a low-rate tablet records them), and non-digits
+    # for the eleventh output. The elastic wobble is gentler
     # than the augmentation's default: a stronger one makes more training digits unreadable.
     "default": {
         "epochs": 30, "stop_after": 24, "augment": {"elastic_px": 0.5}, "seed": 1,
         "model_args": {"width": 32, "padding": "valid", "classes": 11},
-        "corpus": {"collections": list(writers.COLLECTIONS), "renderings": 1, "styles": 12_000, "negatives": 16_000},
+        "corpus": {"collections": list(writers.COLLECTIONS), "renderings": 1, "styles": 16_000, "tablet_share": 0.35,
+                   "negatives": 16_000},
     },
     # The same network on MNIST alone, with its own schedule.
     "mnist": {"epochs": 45, "stop_after": 36, "model_args": {"width": 32, "padding": "valid"},

@@ -210,10 +210,35 @@ def hand(strokes: Strokes, rng: np.random.Generator) -> Strokes:
     return out
 
 
+def tablet_path(strokes: Strokes, rng: np.random.Generator, points: tuple[int, int] = (6, 13),
+                square: float = 0.5) -> Strokes:
+    """The strokes as a low-rate tablet records them: one path (the moves between strokes drawn too), a few
+    points spaced evenly along it joined by straight lines, and, `square` of the time, each axis stretched
+    to fill a square box, as devices that normalise their coordinates do."""
+    path = np.concatenate(strokes)
+    path = _resample(path, 1.0 / int(rng.integers(*points)) * _length(path)) if _length(path) > 0 else path
+    if rng.random() < square:
+        lo, hi = path.min(0), path.max(0)
+        extent = np.maximum(hi - lo, 1e-6)
+        narrow = extent.argmin()
+        stretch = np.ones(2, np.float32)
+        stretch[narrow] = rng.uniform(1, extent.max() / extent[narrow]) if extent.max() / extent[narrow] < 20 else 1
+        path = (path - lo) * stretch
+    return [path.astype(np.float32)]
+
+
+def _length(path: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
+
+
 def render_style(name: str, rng: np.random.Generator,
-                 rendering: writers.CanvasRendering = writers.CanvasRendering(canvas_px=160)) -> np.ndarray:
-    """One digit of the named style as ink on a canvas, at a random size, place and pen."""
+                 rendering: writers.CanvasRendering = writers.CanvasRendering(canvas_px=160),
+                 tablet: float = 0.0) -> np.ndarray:
+    """One digit of the named style as ink on a canvas, at a random size, place and pen; `tablet` of the time
+    recorded as a low-rate tablet path (`tablet_path`)."""
     strokes = hand(STYLES[name][1](rng), rng)
+    if tablet and rng.random() < tablet:
+        strokes = tablet_path(strokes, rng)
     side = int(rng.uniform(*rendering.side) * rendering.canvas_px)
     ink = writers.trajectory_ink(strokes, side, rng.uniform(*rendering.pen) * side)
     return writers._place(ink, rng, rendering.canvas_px)
