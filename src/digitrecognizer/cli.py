@@ -172,7 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
     from .store import Quota
-    from .web.app import ENV_ALLOWED_HOSTS, ENV_FEEDBACK_QUOTA, ENV_FEEDBACK_RATE, Settings, serve, split_names
+    from .web.app import ENV_ALLOWED_HOSTS, ENV_DB, ENV_FEEDBACK_QUOTA, ENV_FEEDBACK_RATE, Settings, serve, split_names
     from .web.guards import default_allowed_hosts
 
     listed = args.allowed_hosts or os.environ.get(ENV_ALLOWED_HOSTS)
@@ -182,10 +182,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        f"by with --allowed-hosts (e.g. digits.example.org,10.0.0.11; '*' for any), or set "
                        f"{ENV_ALLOWED_HOSTS}")
     quota = args.feedback_quota or os.environ.get(ENV_FEEDBACK_QUOTA)
-    settings = Settings(model=_model(args), db=args.db, allowed_hosts=allowed_hosts,
+    settings = Settings(model=_model(args), db=args.db or os.environ.get(ENV_DB), allowed_hosts=allowed_hosts,
                         feedback_rate=args.feedback_rate or os.environ.get(ENV_FEEDBACK_RATE) or Settings.feedback_rate,
                         feedback_quota=Quota.parse(quota) if quota else Quota())
     serve(settings, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
+    return 0
+
+
+def cmd_build_site(args: argparse.Namespace) -> int:
+    from .site import build_site
+
+    out = build_site(args.out, _model(args), args.ort_web)
+    print(f"wrote the static site to {out}: try it with `python -m http.server -d {out}`, publish the folder as it is")
     return 0
 
 
@@ -203,10 +211,11 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback_list(args: argparse.Namespace) -> int:
-    from .store import FeedbackStore
+    from .store import CONFIRMATION, FeedbackStore
 
     with FeedbackStore(args.db) as store:
-        print(f"{store.count()} corrections in {store.location}")
+        confirmations = store.count(CONFIRMATION)
+        print(f"{store.count() - confirmations} corrections and {confirmations} confirmations in {store.location}")
         for r in store.recent(args.limit):
             predicted = "-" if r.predicted is None else r.predicted
             print(f"#{r.id:<6} {r.created_at:%Y-%m-%d %H:%M}  read {predicted} -> correct {r.correct}  ({r.model_version})")
@@ -222,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_command(sub)
     _add_predict_command(sub)
     _add_serve_command(sub)
+    _add_build_site_command(sub)
     _add_feedback_command(sub)
     _add_data_command(sub)
     return parser
@@ -315,7 +325,7 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     _add_model(p)
     p.add_argument("--db", help="feedback database: a file path, sqlite:///... or postgresql://user:pass@host/db "
-                                "(default: a SQLite file in your data folder)")
+                                "(default: $DIGITRECOGNIZER_DB, else a SQLite file in your data folder)")
     p.add_argument("--access-log", action="store_true", help="log one line per request (off: it costs throughput)")
     p.add_argument("--allowed-hosts", metavar="NAMES",
                    help="comma-separated Host names the server answers to, e.g. digits.example.org ('*.example.org' "
@@ -328,6 +338,17 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
                    help="corrections per client and worker process, e.g. 30/minute (the default) or 5/second; "
                         "beyond it /api/feedback answers 429")
     p.set_defaults(func=cmd_serve)
+
+
+def _add_build_site_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-site", help="write a static site that runs the model in the browser",
+                       description="The drawing page, the model and ONNX Runtime Web (fetched from the npm registry "
+                                   "and checked) in one folder that any static host can publish.")
+    p.add_argument("--out", type=Path, default=Path("site"), help="folder to write (replaced; default: site)")
+    p.add_argument("--ort-web", metavar="PATH", help="the onnxruntime-web package as a .tgz or folder, instead of "
+                                                     "fetching it (also $DIGITRECOGNIZER_ORT_WEB)")
+    _add_model(p)
+    p.set_defaults(func=cmd_build_site)
 
 
 def _add_feedback_command(sub: argparse._SubParsersAction) -> None:

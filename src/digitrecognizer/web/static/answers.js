@@ -54,6 +54,8 @@ function imageBody(image, fields = {}) {
 }
 
 export const serverAnswers = {
+  features: { numbers: true, photos: true, corrections: true, note: "" },
+
   // One digit: {digit, is_digit, blank, confidence, probabilities, novelty, input28}.
   readDigit(image, signal) { return post("/api/predict", imageBody(image), signal); },
 
@@ -72,7 +74,7 @@ export const serverAnswers = {
   },
 
   async modelInfo() {
-    const card = await (await fetch("/api/model")).json();
+    const card = await (await fetch("api/model")).json();
     const test = card.metrics && card.metrics.test;
     return `Model ${card.version}${test ? ` · ${(100 * test.accuracy).toFixed(2)}% on MNIST test` : ""}`;
   },

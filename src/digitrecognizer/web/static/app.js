@@ -3,7 +3,7 @@
 //   the newest drawing always wins: an answer to an older drawing never replaces a newer one;
 // - the pen-width hint, the two modes (a drawing survives a switch), photos, corrections, keyboard.
 // Plain JavaScript modules, no build step. pad.js draws, show.js shows, answers.js talks to the server.
-import { serverAnswers } from "./answers.js";
+import { answers } from "./source.js";
 import { createPad, PAD_SIZES } from "./pad.js";
 import { preparePhoto } from "./photo.js";
 import { clearBoxes, createView, drawBoxes } from "./show.js";
@@ -16,7 +16,7 @@ const HINTS = { digit: "one digit, as large as you like", number: "a number, dig
 const EMPTY = { digit: "Draw a digit: the answer appears as you draw.", number: "Write a number, digits side by side." };
 
 const $ = (id) => document.getElementById(id);
-const source = serverAnswers;  // the one place that decides where answers come from
+const source = answers;  // source.js decides where answers come from: the server, or the browser itself
 const pad = createPad($("pad"), $("overlay"));
 const view = createView();
 const overlay = $("overlay"), result = $("result"), brush = $("brush"), upload = $("upload");
@@ -287,6 +287,7 @@ $("mode-number").addEventListener("click", () => setMode(state.mode === "number"
 
 async function useFile(file) {
   if (!file) return;
+  if (!source.features.photos) { view.error(source.features.note); return; }
   pad.clear();
   const version = pad.version;
   view.busy("Reading the photo…");
@@ -326,6 +327,17 @@ document.addEventListener("keydown", (event) => {
 // -------------------------------------------------------------------------------------------------
 // Start
 
+// What this source can't do is hidden, and the page says where to find it.
+function offerOnly(features) {
+  $("mode-number").hidden = !features.numbers;
+  $("photo").hidden = !features.photos;
+  $("feedback").hidden = !features.corrections;
+  $("source-note").textContent = features.note;
+  $("source-note").hidden = !features.note;
+  document.querySelectorAll(".server-only").forEach((el) => { el.hidden = !features.corrections; });
+}
+
+offerOnly(source.features);
 source.modelInfo().then((text) => { $("model-info").textContent = text; })
   .catch(() => { $("model-info").textContent = "Model card unavailable"; });
 document.body.dataset.mode = "digit";
