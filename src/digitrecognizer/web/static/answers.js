@@ -54,7 +54,7 @@ function imageBody(image, fields = {}) {
 }
 
 export const serverAnswers = {
-  features: { numbers: true, photos: true, corrections: true, note: "" },
+  features: { numbers: true, photos: true, corrections: true, pixels: false, note: "" },
 
   // One digit: {digit, is_digit, blank, confidence, probabilities, novelty, input28}.
   readDigit(image, signal) { return post("/api/predict", imageBody(image), signal); },

@@ -65,7 +65,7 @@ async function send(version) {
   state.inflight = { version, controller };
   state.queued = false;
   state.lastAskAt = performance.now();
-  const image = state.photo || pad.encode();
+  const image = state.photo || (source.features.pixels ? pad.pixels() : pad.encode());
   const mode = state.mode;
   try {
     const answer = await (mode === "digit" ? source.readDigit(image, controller.signal)
@@ -329,7 +329,7 @@ document.addEventListener("keydown", (event) => {
 
 // What this source can't do is hidden, and the page says where to find it.
 function offerOnly(features) {
-  $("mode-number").hidden = !features.numbers;
+  $("mode-number").closest("[role=group]").hidden = !features.numbers;
   $("photo").hidden = !features.photos;
   $("feedback").hidden = !features.corrections;
   $("source-note").textContent = features.note;

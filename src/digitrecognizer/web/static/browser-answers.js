@@ -9,14 +9,19 @@ import { toMnist } from "./preprocess.js";
 ort.env.wasm.numThreads = 1;   // threads need cross-origin isolation, which static hosts rarely offer
 ort.env.wasm.wasmPaths = new URL("./ort/", import.meta.url).href;
 
-const FULL_SERVICE = "Numbers, photos and corrections need the full service (`digitrecognizer serve`): " +
+const FULL_SERVICE = "Numbers, photos and corrections need the full service (digitrecognizer serve): " +
                      "this page reads one digit at a time, in your browser.";
 
 // Loaded once, when the page opens: after that the page needs no server at all.
 const ready = (async () => {
-  const card = await (await fetch("./model/card.json")).json();
-  const session = await ort.InferenceSession.create("./model/model.onnx", { executionProviders: ["wasm"] });
-  return { card, session };
+  try {
+    const card = await (await fetch("./model/card.json")).json();
+    const session = await ort.InferenceSession.create("./model/model.onnx", { executionProviders: ["wasm"] });
+    return { card, session };
+  } catch (err) {
+    throw new AnswerError("The model couldn't start in this browser. Try reloading the page, or another browser.",
+                          String(err), "model_unavailable");
+  }
 })();
 
 async function pixelsOf(image) {
@@ -69,11 +74,13 @@ export async function answerFor(input28) {
 }
 
 export const browserAnswers = {
-  features: { numbers: false, photos: false, corrections: false, note: FULL_SERVICE },
+  // `pixels`: the page hands over the pad's ImageData instead of a PNG.
+  features: { numbers: false, photos: false, corrections: false, pixels: true, note: FULL_SERVICE },
 
+  // `image`: the pad's ImageData, or a PNG data URL.
   async readDigit(image) {
-    if (typeof image !== "string") throw new AnswerError(FULL_SERVICE, "", "static_site");   // a photo
-    const input28 = toMnist(await pixelsOf(image));
+    if (image instanceof Blob) throw new AnswerError(FULL_SERVICE, "", "static_site");   // a photo
+    const input28 = toMnist(typeof image === "string" ? await pixelsOf(image) : image);
     return input28 === null ? { ...BLANK } : answerFor(input28);
   },
 
