@@ -7,7 +7,6 @@ import http.server
 import json
 import re
 import threading
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -16,14 +15,9 @@ import pytest
 from digitrecognizer import site, styles
 from digitrecognizer.card import load_card
 
-pytestmark = pytest.mark.browser
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)", allow_module_level=True)
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
+pytestmark = pytest.mark.browser
 # One way of writing each digit, as strokes in a unit box (the stroke generator's plain styles, unslanted).
 DIGIT_STYLES = {0: "plain 0", 1: "1 with flag", 2: "plain 2", 3: "plain 3", 4: "open-top 4", 5: "plain 5",
                 6: "open 6", 7: "crossed 7", 8: "plain 8", 9: "9 with straight stem"}
@@ -47,14 +41,6 @@ def static_host(built):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server, f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
 
 
 def open_site(browser, url):

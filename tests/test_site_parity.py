@@ -10,7 +10,6 @@ import io
 import threading
 import time
 import zlib
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -20,13 +19,6 @@ from PIL import Image
 from digitrecognizer import Recognizer, preprocess, site, styles, synth, writers
 
 pytestmark = pytest.mark.browser
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip("Debian's chromium is not installed (scripts/test.sh installs it)", allow_module_level=True)
-from playwright.sync_api import sync_playwright  # noqa: E402
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
 BLANK_PAGE = b"<!doctype html><meta charset=utf-8><title>preprocess.js under test</title>"
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 N_DRAWINGS = 1000
@@ -89,26 +81,24 @@ def foreign() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def page(static_url, foreign):
+def page(browser, static_url, foreign):
     """A blank page from the site's server, with preprocess.js imported as window.preprocess and the in-page
     model's answers as window.answers."""
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        page = browser.new_page()
+    page = browser.new_page()
 
-        def gate(route):
-            if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
-                route.continue_()
-            else:
-                foreign.append(route.request.url)
-                route.abort()
+    def gate(route):
+        if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            foreign.append(route.request.url)
+            route.abort()
 
-        page.route("**/*", gate)
-        page.goto(static_url + "/blank.html")
-        page.evaluate("async () => { window.preprocess = await import('/static/preprocess.js');"
-                      " window.answers = await import('/static/browser-answers.js'); }")
-        yield page
-        browser.close()
+    page.route("**/*", gate)
+    page.goto(static_url + "/blank.html")
+    page.evaluate("async () => { window.preprocess = await import('/static/preprocess.js');"
+                  " window.answers = await import('/static/browser-answers.js'); }")
+    yield page
+    page.close()
 
 
 def run_in_page(page, call: str, drawings: list[np.ndarray]) -> list[bytes | None]:
