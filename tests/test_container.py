@@ -21,6 +21,7 @@ import pytest
 
 from digitrecognizer import synth
 
+pytestmark = pytest.mark.container
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 APP_UID = 1000
