@@ -25,7 +25,6 @@ ORT_WEB_SHA512 = "q0y+JrrtukXSzsBWEMccVfqX25LRmosXHF+CaRJmg8pZClzcV7svNc4rKY3jL0
 # The WebAssembly build only: the library, the engine's loader and the engine (it also runs on one thread).
 ORT_WEB_FILES = ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 ENV_ORT_WEB = "DIGITRECOGNIZER_ORT_WEB"  # a folder or .tgz of the package, for machines without the registry
-SERVER_ONLY = ("answers.js",)  # kept: browser-answers.js imports its error type
 BROWSER_SOURCE = 'export { browserAnswers as answers } from "./browser-answers.js";\n'
 SPACE_README = """---
 title: DigitRecognizer

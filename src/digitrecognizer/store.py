@@ -27,7 +27,7 @@ from .store_db import (CONFIRMATION, CORRECTION, FEEDBACK_COLUMNS_BEFORE_3, INPU
                        lock_schema, numbers, parse_url, read_version, upgrade, usage)
 
 __all__ = ["FeedbackStore", "FeedbackRecord", "NumberRecord", "Quota", "QuotaReached", "SchemaVersionError",
-           "StoreUnavailable", "DigitCut", "drawing_png", "CONFIRMATION", "CORRECTION", "SCHEMA_VERSION",
+           "StoreUnavailable", "DigitCut", "kind_of", "drawing_png", "CONFIRMATION", "CORRECTION", "SCHEMA_VERSION",
            "IDX_IMAGES", "IDX_LABELS"]
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,12 @@ def _digit_row(image: bytes, digit: DigitCut, model_version: str) -> dict:
     predicted = None if digit.predicted is None else int(digit.predicted)
     return dict(created_at=_now(), image=image, input28=pixels.tobytes(), predicted=predicted,
                 correct=int(digit.correct), model_version=str(model_version),
-                kind=CONFIRMATION if predicted == int(digit.correct) else CORRECTION)
+                kind=kind_of(predicted, int(digit.correct)))
+
+
+def kind_of(predicted: int | None, correct: int) -> str:
+    """A confirmation when the person chose the digit the model gave, else a correction."""
+    return CONFIRMATION if predicted == correct else CORRECTION
 
 
 def _now() -> datetime:

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..preprocess import ImageTooLarge, PreprocessError, TooManyMarks, UnsupportedImage, decode
 from ..recognizer import Prediction, Recognizer
-from ..store import DigitCut, FeedbackStore, QuotaReached, StoreUnavailable
+from ..store import DigitCut, FeedbackStore, QuotaReached, StoreUnavailable, kind_of
 from . import schemas
 from .errors import ApiError
 from .guards import RateLimit
@@ -158,7 +158,7 @@ async def feedback(request: Request, rec: RecognizerDep, max_bytes: MaxBytes):
 
     drawing, p = await run_recognizer(request, work, data)
     store = await get_store(request)
-    kind = "confirmation" if fields.correct == fields.predicted else "correction"
+    kind = kind_of(fields.predicted, fields.correct)
     if fields.replaces is not None and await store_call(store.change, fields.replaces, drawing, fields.correct):
         return {"id": fields.replaces, "stored": True, "kind": kind}
     row_id = await store_call(store.add, drawing, p.input28, fields.predicted, fields.correct, rec.version)
