@@ -216,3 +216,13 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         yield b
         b.close()
+
+
+def open_app(page, url: str) -> None:
+    """Load the page and wait until its script has run: the pad shows before app.js has bound its buttons and
+    keys, and a key pressed in between does nothing. app.js sets body[data-mode] last."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    expect(page.locator("body")).to_have_attribute("data-mode", "digit", timeout=30_000)
+    expect(page.get_by_test_id("pad")).to_be_visible()

@@ -15,6 +15,7 @@ import pytest
 from digitrecognizer import site, styles
 from digitrecognizer.card import load_card
 
+from conftest import open_app
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -56,8 +57,7 @@ def open_site(browser, url):
 
     context.route("**/*", only_this_host)
     page = context.new_page()
-    page.goto(url)
-    expect(page.get_by_test_id("pad")).to_be_visible()
+    open_app(page, url)
     return context, page, outside
 
 
