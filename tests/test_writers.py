@@ -96,6 +96,22 @@ def test_a_tablet_path_is_one_coarse_polyline_through_every_stroke():
         np.testing.assert_allclose(path[-1], strokes[-1][-1], atol=1e-5)  # ... to the last stroke's end
 
 
+def test_a_reordered_tablet_path_starts_and_ends_at_stroke_ends_in_every_order():
+    rng = np.random.default_rng(3)
+    strokes = styles.hand(styles.STYLES["crossed 7"][1](rng), rng)
+    ends = [s[0] for s in strokes] + [s[-1] for s in strokes]
+    starts = set()
+    for _ in range(40):
+        (path,) = styles.tablet_path(strokes, rng, square=0.0, reorder=1.0)
+        start = min(range(4), key=lambda i: np.linalg.norm(ends[i] - path[0]))
+        assert np.linalg.norm(ends[start] - path[0]) < 1e-5  # still from a stroke's end ...
+        assert min(np.linalg.norm(e - path[-1]) for e in ends) < 1e-5  # ... to a stroke's end
+        starts.add(start)
+    assert starts == {0, 1, 2, 3}  # either stroke first, either way round
+    (kept,) = styles.tablet_path(strokes, np.random.default_rng(4), square=0.0, reorder=0.0)
+    np.testing.assert_allclose(kept[0], strokes[0][0], atol=1e-5)  # no reordering unless asked
+
+
 def test_a_tablet_path_stretched_to_a_square_fills_it():
     rng = np.random.default_rng(1)
     one = styles.hand(styles.STYLES["1 with flag"][1](rng), rng)

@@ -32,6 +32,7 @@ class CorpusConfig:
     smooth_share: float = 0.5  # pen trajectories drawn as a smooth curve instead of a polyline, this often
     styles: int = 12_000  # synthetic-style digits, spread evenly over the styles
     tablet_share: float = 0.0  # of the styles, drawn as a low-rate tablet records them (styles.tablet_path)
+    tablet_reorder: float = 0.0  # of those, strokes joined in another order and direction
     negatives: int = 16_000  # non-digits, spread evenly over the training families
     seed: int = 0
 
@@ -68,7 +69,11 @@ def style_inputs(config: CorpusConfig) -> MnistSplit:
     rng = np.random.default_rng([config.seed, 100])
     names = list(styles.STYLES)
     per_style = config.styles // len(names)
-    images = [_until(per_style, lambda: styles.render_style(name, rng, tablet=config.tablet_share)) for name in names]
+
+    def one(name: str) -> np.ndarray:
+        return styles.render_style(name, rng, tablet=config.tablet_share, reorder=config.tablet_reorder)
+
+    images = [_until(per_style, lambda: one(name)) for name in names]
     labels = [np.full(per_style, styles.STYLES[name][0], np.int64) for name in names]
     return MnistSplit(np.concatenate(images), np.concatenate(labels))
 

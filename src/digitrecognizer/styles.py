@@ -211,10 +211,14 @@ def hand(strokes: Strokes, rng: np.random.Generator) -> Strokes:
 
 
 def tablet_path(strokes: Strokes, rng: np.random.Generator, points: tuple[int, int] = (6, 13),
-                square: float = 0.5) -> Strokes:
+                square: float = 0.5, reorder: float = 0.0) -> Strokes:
     """The strokes as a low-rate tablet records them: one path (the moves between strokes drawn too), a few
     points spaced evenly along it joined by straight lines, and, `square` of the time, each axis stretched
-    to fill a square box, as devices that normalise their coordinates do."""
+    to fill a square box, as devices that normalise their coordinates do. `reorder` of the time the strokes
+    are joined in another order and direction first: people draw a 5's bar or a 7's cross first or last, and
+    the drawn move between them changes the shape."""
+    if len(strokes) > 1 and reorder and rng.random() < reorder:
+        strokes = [strokes[i][::-1] if rng.random() < 0.5 else strokes[i] for i in rng.permutation(len(strokes))]
     path = np.concatenate(strokes)
     path = _resample(path, 1.0 / int(rng.integers(*points)) * _length(path)) if _length(path) > 0 else path
     if rng.random() < square:
@@ -233,12 +237,12 @@ def _length(path: np.ndarray) -> float:
 
 def render_style(name: str, rng: np.random.Generator,
                  rendering: writers.CanvasRendering = writers.CanvasRendering(canvas_px=160),
-                 tablet: float = 0.0) -> np.ndarray:
+                 tablet: float = 0.0, reorder: float = 0.0) -> np.ndarray:
     """One digit of the named style as ink on a canvas, at a random size, place and pen; `tablet` of the time
-    recorded as a low-rate tablet path (`tablet_path`)."""
+    recorded as a low-rate tablet path (`tablet_path`, strokes reordered `reorder` of those times)."""
     strokes = hand(STYLES[name][1](rng), rng)
     if tablet and rng.random() < tablet:
-        strokes = tablet_path(strokes, rng)
+        strokes = tablet_path(strokes, rng, reorder=reorder)
     side = int(rng.uniform(*rendering.side) * rendering.canvas_px)
     ink = writers.trajectory_ink(strokes, side, rng.uniform(*rendering.pen) * side)
     return writers._place(ink, rng, rendering.canvas_px)
