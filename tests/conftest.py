@@ -224,5 +224,5 @@ def open_app(page, url: str) -> None:
     from playwright.sync_api import expect
 
     page.goto(url)
-    expect(page.locator("body")).to_have_attribute("data-mode", "digit", timeout=30_000)
+    expect(page.locator("body")).to_have_attribute("data-mode", "digit")
     expect(page.get_by_test_id("pad")).to_be_visible()

@@ -15,7 +15,7 @@ from digitrecognizer import augment, checkpoint, data, models, recipes, synth, t
 # shrunk to a few batches of synthetic styles and non-digits: 1,200 + 128 inputs make 20 steps an epoch.
 TINY = dict(epochs=2, limit_train=1200, batch_size=64, model_args={"width": 8, "hidden": 32}, threads=2,
             corpus={"collections": [], "renderings": 1, "styles": 64, "negatives": 64})
-STEPS_PER_EPOCH = (1200 + 128) // 64
+STEPS_PER_EPOCH = (TINY["limit_train"] + TINY["corpus"]["styles"] + TINY["corpus"]["negatives"]) // TINY["batch_size"]
 
 
 def tiny_config(**overrides) -> recipes.TrainConfig:

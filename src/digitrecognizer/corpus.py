@@ -8,6 +8,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +70,8 @@ def style_inputs(config: CorpusConfig) -> MnistSplit:
     rng = np.random.default_rng([config.seed, 100])
     names = list(styles.STYLES)
     per_style = config.styles // len(names)
-
-    def one(name: str) -> np.ndarray:
-        return styles.render_style(name, rng, tablet=config.tablet_share, reorder=config.tablet_reorder)
-
-    images = [_until(per_style, lambda: one(name)) for name in names]
+    images = [_until(per_style, partial(styles.render_style, name, rng, tablet=config.tablet_share,
+                                        reorder=config.tablet_reorder)) for name in names]
     labels = [np.full(per_style, styles.STYLES[name][0], np.int64) for name in names]
     return MnistSplit(np.concatenate(images), np.concatenate(labels))
 
