@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -296,6 +297,6 @@ def styles_section(recognizer, out_dir: Path) -> list[str]:
         right = np.mean([p.digit == digit for p in predictions])
         lines.append(f"| {name} | {right:.1%} |")
         preview += inputs[:5]
-        captions += [name[:14]] * 5
+        captions += [textwrap.fill(name, 15)] * 5  # at most two lines: a whole name fits above a tile
     plot_digit_grid(np.stack(preview), captions, "Synthetic writing styles", out_dir / "styles.png", columns=10)
     return lines + [""]
