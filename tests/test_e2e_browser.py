@@ -272,6 +272,24 @@ def test_after_drawing_the_answer_and_all_bars_are_on_screen(browser, server, si
     page.context.close()
 
 
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+def test_no_footer_row_starts_or_ends_with_a_separator(browser, server, size):
+    page = new_page(browser, server, size)
+    expect(page.locator("#model-info")).not_to_have_text("Loading model…")
+    rows = page.evaluate("""() => {
+        const rows = new Map();
+        for (const e of document.querySelectorAll('.foot > *')) {
+            const box = e.getBoundingClientRect();
+            if (!box.width) continue;  // hidden
+            const row = rows.get(Math.round(box.top)) || [];
+            rows.set(Math.round(box.top), [...row, e.classList.contains('sep') ? '·' : e.textContent.trim()]);
+        }
+        return [...rows.values()];
+    }""")
+    assert rows and all(row[0] != "·" and row[-1] != "·" for row in rows), rows
+    page.context.close()
+
+
 def fake_answer(page, answer):
     """The API answers `answer` to every drawing, whatever was drawn."""
     base = {"digit": None, "is_digit": False, "blank": False, "confidence": 0.5, "novelty": 3.0, "box": [0, 0, 1, 1],
