@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrecognizer import corpus, negatives, preprocess, styles, writers
+from digitrecognizer import Recognizer, corpus, negatives, preprocess, styles, writers
 from digitrecognizer.data import DataError
 
 
@@ -155,3 +155,14 @@ def test_the_corpus_labels_non_digits_with_the_eleventh_output_and_is_cached(mni
     assert len(list((tmp_path / "digitrecognizer" / "corpus").glob("*.npz"))) == 2
     again = corpus.build(config, mnist)
     assert np.array_equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
+
+
+def test_numbers_of_scans_are_seeded_and_read_digit_by_digit(writers_dir):
+    c = writers.load_collection("optdigits", writers_dir).subset(np.arange(200))
+    numbers = writers.number_pngs(c, 12, seed=3)
+    assert [n.png for n in numbers] == [n.png for n in writers.number_pngs(c, 12, seed=3)]
+    assert all(2 <= len(n.text) <= 6 for n in numbers)
+    recognizer = Recognizer()
+    readings = [recognizer.read_number(n.png).text for n in numbers]
+    assert [len(r) for r in readings] == [len(n.text) for n in numbers]  # one mark per scan, none split or merged
+    assert sum(r == n.text for r, n in zip(readings, numbers)) >= 10

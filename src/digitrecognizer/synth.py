@@ -77,20 +77,25 @@ class RenderedNumber:
 def render_number(digits28: list[np.ndarray], labels: list[int], rng: np.random.Generator,
                   style: str = "black_on_white", height_px: int = 120,
                   gap_range: tuple[float, float] = (0.08, 0.45)) -> RenderedNumber:
-    """Digits side by side with random gaps (a share of the digit size; slight vertical jitter), as someone
-    writes a number."""
+    """MNIST digits side by side, redrawn with one random pen, as someone writes a number."""
     side = int(height_px * rng.uniform(0.55, 0.8))
     pen = rng.uniform(-0.6, 0.6)
-    inks = []
-    for d in digits28:
-        ink = pen_ink(d, side, pen)
+    return compose_number([pen_ink(d, side, pen) for d in digits28], labels, rng, style, side, height_px,
+                          gap_range)
+
+
+def compose_number(inks: list[np.ndarray], labels: list[int], rng: np.random.Generator, style: str, side: int,
+                   height_px: int = 120, gap_range: tuple[float, float] = (0.08, 0.45)) -> RenderedNumber:
+    """Digit inks side by side with random gaps (a share of `side`, the digits' size; slight vertical jitter)."""
+    trimmed = []
+    for ink in inks:
         cols = np.flatnonzero(ink.max(0) > 0.1)
-        inks.append(ink[:, cols[0] : cols[-1] + 1] if len(cols) else ink)
-    gaps = [int(rng.uniform(*gap_range) * side) for _ in inks]
-    width = sum(i.shape[1] for i in inks) + sum(gaps) + side
+        trimmed.append(ink[:, cols[0] : cols[-1] + 1] if len(cols) else ink)
+    gaps = [int(rng.uniform(*gap_range) * side) for _ in trimmed]
+    width = sum(i.shape[1] for i in trimmed) + sum(gaps) + side
     canvas = np.zeros((height_px + side // 2, width), np.float32)
     x = side // 2
-    for ink, gap in zip(inks, gaps):
+    for ink, gap in zip(trimmed, gaps):
         y = int((canvas.shape[0] - ink.shape[0]) / 2 + rng.uniform(-0.06, 0.06) * side)
         y = min(max(y, 0), canvas.shape[0] - ink.shape[0])
         region = canvas[y : y + ink.shape[0], x : x + ink.shape[1]]

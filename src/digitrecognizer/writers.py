@@ -250,14 +250,6 @@ def render_ink(collection: Collection, i: int, rng: np.random.Generator,
     return _place(ink, rng, rendering.canvas_px)
 
 
-def sklearn_as_mnist(bitmaps: np.ndarray) -> np.ndarray:
-    """8x8 digits as MNIST-format 28x28 uint8 (longer side 20 px, centred), to build numbers from them."""
-    out = np.zeros((len(bitmaps), 28, 28), np.uint8)
-    for k, bitmap in enumerate(bitmaps):
-        out[k, 4:24, 4:24] = np.uint8(np.round(255 * bitmap_ink(bitmap, 20)[:20, :20]))
-    return out
-
-
 def canvas_pngs(collection: Collection, seed: int, rendering: CanvasRendering = CanvasRendering()) -> list[bytes]:
     """Every digit of the collection drawn on a canvas as PNG bytes, the canvas styles taken in turn (what a
     benchmark sends through `Recognizer.predict`)."""
@@ -268,3 +260,19 @@ def canvas_pngs(collection: Collection, seed: int, rendering: CanvasRendering = 
     return [synth.encode_png(synth.compose(render_ink(collection, i, rng, rendering), styles[i % len(styles)], rng))
             for i in range(len(collection))]
 
+
+def number_pngs(collection: Collection, count: int, seed: int, height_px: int = 120) -> list:
+    """`count` numbers of 2-6 of the collection's bitmaps side by side, each enlarged smoothly as `canvas_pngs`
+    enlarges a single one (a scan is not redrawn with a pen), the canvas styles taken in turn."""
+    from . import synth
+
+    rng = np.random.default_rng(seed)
+    styles = synth.CANVAS_STYLES
+    numbers = []
+    for k in range(count):
+        idx = rng.choice(len(collection), size=int(rng.integers(2, 7)), replace=False)
+        side = int(height_px * rng.uniform(0.55, 0.8))
+        inks = [bitmap_ink(collection.bitmaps[i], side) for i in idx]
+        numbers.append(synth.compose_number(inks, collection.labels[idx].tolist(), rng, styles[k % len(styles)],
+                                            side, height_px))
+    return numbers
