@@ -155,6 +155,10 @@ def test_the_corpus_labels_non_digits_with_the_eleventh_output_and_is_cached(mni
     assert len(list((tmp_path / "digitrecognizer" / "corpus").glob("*.npz"))) == 2
     again = corpus.build(config, mnist)
     assert np.array_equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
+    # A family added (as an experiment does) renders non-digits of its own instead of reading the cached ones.
+    monkeypatch.setitem(negatives.TRAINING_FAMILIES, "dots", lambda rng, _: negatives.speck_ink(rng))
+    corpus.build(config, mnist)
+    assert len(list((tmp_path / "digitrecognizer" / "corpus").glob("negatives-*.npz"))) == 2
 
 
 def test_numbers_of_scans_are_seeded_and_read_digit_by_digit(writers_dir):

@@ -88,6 +88,8 @@ def _cache_path(config: CorpusConfig, part: str) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "digitrecognizer" / "corpus"
     settings = asdict(config)
     del settings["collections"]  # each collection is a part of its own: runs that leave one out share the rest
+    if part == "negatives":  # an experiment that adds a family gets inputs of its own
+        settings["families"] = list(negatives.TRAINING_FAMILIES)
     key = json.dumps({"version": CORPUS_VERSION, "part": part, **settings}, sort_keys=True)
     return cache / f"{part}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
