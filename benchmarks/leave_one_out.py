@@ -2,10 +2,12 @@
 without it (`train --exclude NAME`), export, and score the left-out collection as benchmarks/writers.py draws it.
 
     python benchmarks/leave_one_out.py [--epochs 8 --stop-after 6] [--only optdigits,pendigits,usps] [--runs runs]
+                                       [--tag TAG]
 
 The runs use a shorter schedule than the shipped model (8-epoch one-cycle schedule stopped after 6 epochs: about
 10 minutes each on two cores), so their figures understate what the full recipe reaches. Results:
-benchmarks/results/writers_leave-out-NAME.{json,txt} and benchmarks/results/leave_one_out.json.
+benchmarks/results/writers_leave-out-NAME.{json,txt} and benchmarks/results/leave_one_out.json; with `--tag TAG`
+(runs of another schedule, say), writers_leave-out-NAME-TAG and leave_one_out-TAG.json.
 """
 
 from __future__ import annotations
@@ -32,9 +34,16 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(COLLECTIONS))
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--tag", help="suffix of the result files, for runs of another schedule")
     args = parser.parse_args()
     data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    suffix = f"-{args.tag}" if args.tag else ""
+    summary_path = HERE / "results" / f"leave_one_out{suffix}.json"
     summary = {"epochs": args.epochs, "stop_after": args.stop_after, "collections": {}}
+    if summary_path.is_file():  # runs of the same schedule made one --only at a time add up
+        earlier = json.loads(summary_path.read_text())
+        if (earlier["epochs"], earlier["stop_after"]) == (args.epochs, args.stop_after):
+            summary["collections"] = earlier["collections"]
     for name in args.only.split(","):
         out = args.runs / f"leave-out-{name}"
         if not (out / "export" / "card.json").is_file():
@@ -42,10 +51,10 @@ def main() -> None:
                 "--stop-after", str(args.stop_after), "--out", str(out), "--no-progress", *data)
             run("digitrecognizer", "export", "--run", str(out), "--out", str(out / "export"), *data)
         run(sys.executable, str(HERE / "writers.py"), "--model", str(out / "export"), "--only", name,
-            "--numbers", "0", "--name", f"leave-out-{name}")
-        result = json.loads((HERE / "results" / f"writers_leave-out-{name}.json").read_text())
+            "--numbers", "0", "--name", f"leave-out-{name}{suffix}")
+        result = json.loads((HERE / "results" / f"writers_leave-out-{name}{suffix}.json").read_text())
         summary["collections"][name] = result["collections"][name]
-    (HERE / "results" / "leave_one_out.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (HERE / "results" / f"leave_one_out{suffix}.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":
