@@ -261,7 +261,7 @@ def canvas_pngs(collection: Collection, seed: int, rendering: CanvasRendering = 
             for i in range(len(collection))]
 
 
-def number_pngs(collection: Collection, count: int, seed: int, height_px: int = 120) -> list:
+def number_pngs(collection: Collection, count: int, seed: int, height_px: int = 120) -> list["synth.RenderedNumber"]:
     """`count` numbers of 2-6 of the collection's bitmaps side by side, each enlarged smoothly as `canvas_pngs`
     enlarges a single one (a scan is not redrawn with a pen), the canvas styles taken in turn."""
     from . import synth
