@@ -7,8 +7,9 @@ A run validates and exports the exponential moving average of its weights, whose
 are averaged along with them. For each checkpoint this measures, on the run's own validation split (the test set
 is not read): the live weights, the averaged weights as saved, and the averaged weights with their batch-norm
 statistics recomputed on a fixed sample of the run's training inputs (MNIST's training part and the corpus, not
-augmented), by torch's `swa_utils.update_bn`. Errors are counted over all outputs (a digit read as "not a digit"
-is an error, as training counts them) and over the ten digits alone. Results:
+augmented), as training does when its config sets `bn_images` (`models.recompute_batch_norm`). Errors are counted
+over all outputs (a digit read as "not a digit" is an error) and over the ten digits alone (how training
+validates). Results:
 benchmarks/results/bn_recalibration[_NAME].{json,txt}.
 """
 
@@ -19,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import update_bn
 
 import record
 from digitrecognizer import corpus, data, writers
 from digitrecognizer.constants import NOT_A_DIGIT
-from digitrecognizer.models import create_model, normalize, predict_logits, unit_range
+from digitrecognizer.models import create_model, predict_logits, recompute_batch_norm
 from digitrecognizer.recipes import TrainConfig
 
 SAMPLE_SEED = 0
@@ -35,15 +35,6 @@ def errors(model: torch.nn.Module, val: data.MnistSplit) -> dict:
     read_all, read_digits = logits.argmax(1).numpy(), logits[:, :NOT_A_DIGIT].argmax(1).numpy()
     return {"errors": int(np.sum(read_all != val.labels)), "digit_errors": int(np.sum(read_digits != val.labels)),
             "called_not_a_digit": int(np.sum(read_all == NOT_A_DIGIT))}
-
-
-def recompute_bn(model: torch.nn.Module, images: np.ndarray) -> None:
-    """Batch-norm statistics of these weights, averaged over all the images (a cumulative mean, not momentum)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = None
-    x = normalize(unit_range(torch.from_numpy(images).unsqueeze(1)))
-    update_bn([x[i : i + 128] for i in range(0, len(x), 128)], model)
 
 
 def measure(checkpoint: Path, count: int, data_dir: Path | None) -> dict:
@@ -61,7 +52,7 @@ def measure(checkpoint: Path, count: int, data_dir: Path | None) -> dict:
     row["live"] = errors(model, val)
     model.load_state_dict(saved["ema"])
     row["averaged"] = errors(model, val)
-    recompute_bn(model, sample)
+    recompute_batch_norm(model, sample)
     row["averaged_bn_recomputed"] = errors(model, val)
     return row
 

@@ -1,5 +1,6 @@
 """Training: the CLI runs end to end, checkpoints every epoch, and a resumed run ends with the same weights."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from digitrecognizer import augment, checkpoint, data, models, recipes, synth, train
+from digitrecognizer import augment, checkpoint, data, distributed, models, recipes, synth, train
 
 # A few dozen steps on a thin network: seconds on two cores, still well above chance. The default recipe's corpus,
 # shrunk to a few batches of synthetic styles and non-digits: 1,200 + 128 inputs make 20 steps an epoch.
@@ -63,6 +64,8 @@ def test_resume_after_interruption_gives_the_same_weights_as_an_uninterrupted_ru
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
     for name, tensor in straight.ema.module.state_dict().items():
         assert torch.equal(tensor, resumed.ema.module.state_dict()[name]), name
+    for name, tensor in straight.eval_model().state_dict().items():  # batch-norm statistics recomputed alike
+        assert torch.equal(tensor, resumed.eval_model().state_dict()[name]), name
     assert resumed.epoch == 2 and len(resumed.history) == 2
 
 
@@ -78,7 +81,7 @@ def test_stopping_early_gives_the_first_epochs_of_the_full_schedule_and_keeps_ea
     assert stopped.history[-1]["lr"] > full.history[-1]["lr"]
     kept = torch.load(tmp_path / "full" / "epochs" / "002.pt", weights_only=False)
     assert kept["epoch"] == 2 and kept["val_acc"] == full.history[1]["val_acc"]
-    for name, tensor in stopped.ema.module.state_dict().items():
+    for name, tensor in stopped.eval_model().state_dict().items():  # the weights validated, as best.pt holds them
         assert torch.equal(tensor, kept["ema"][name]), name
     assert sorted(p.name for p in (tmp_path / "full" / "epochs").iterdir()) == ["001.pt", "002.pt", "003.pt"]
     assert not (tmp_path / "stopped" / "epochs").exists()  # only kept when asked for
@@ -299,3 +302,43 @@ def test_an_outlier_share_out_of_range_is_a_clear_cli_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "digitrecognizer.cli", "train", "--outliers", "-1", "--out",
                              str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "--outliers" in result.stderr and "Traceback" not in result.stderr
+
+
+class _FixedLogits(torch.nn.Module):
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[: len(x)]
+
+
+def test_validation_reads_the_top_digit_and_counts_not_a_digit_apart():
+    # Three digits labelled 3, 3, 5: the first is read right with "not a digit" on top, the second is right, the third
+    # is read as 3. The product reads the ten digits and leaves refusing to its thresholds, and so does validation.
+    logits = torch.full((3, 11), -5.0)
+    logits[0, 3], logits[0, 10] = 1.0, 2.0
+    logits[1, 3] = 1.0
+    logits[2, 3] = 1.0
+    split = data.MnistSplit(np.zeros((3, 28, 28), np.uint8), np.array([3, 3, 5]))
+    _, accuracy, not_a_digit = train.validate(_FixedLogits(logits), split, distributed.Processes())
+    assert accuracy == pytest.approx(2 / 3) and not_a_digit == pytest.approx(1 / 3)
+
+
+def test_recomputed_batch_norm_changes_what_is_validated_and_saved_not_what_is_trained(mnist_dir, tmp_path):
+    averaged = train.fit(tiny_config(bn_images=0), tmp_path / "averaged", mnist_dir, progress=False)
+    recomputed = train.fit(tiny_config(bn_images=500), tmp_path / "recomputed", mnist_dir, progress=False)
+
+    assert [r["train_loss"] for r in averaged.history] == [r["train_loss"] for r in recomputed.history]
+    for name, tensor in averaged.ema.module.state_dict().items():  # the average goes on as it would without
+        assert torch.equal(tensor, recomputed.ema.module.state_dict()[name]), name
+
+    inputs, _ = train.load_training_set(tiny_config(bn_images=500), mnist_dir, distributed.Processes())
+    assert len(inputs.bn_sample) == 500
+    expected = copy.deepcopy(averaged.ema.module)
+    models.recompute_batch_norm(expected, inputs.bn_sample)
+    saved = checkpoint.load(tmp_path / "recomputed" / "last.pt")["ema"]
+    assert not torch.allclose(saved["features.0.1.running_mean"],
+                              averaged.ema.module.state_dict()["features.0.1.running_mean"])
+    for name, tensor in expected.state_dict().items():
+        assert torch.allclose(tensor.float(), saved[name].float()), name

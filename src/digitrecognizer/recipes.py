@@ -27,6 +27,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     ema_decay: float = 0.999  # 0 disables the weight average
+    # Before each validation, recompute the averaged weights' batch-norm statistics on this many training inputs
+    # (a fixed sample, not augmented); validation, best.pt and export then use them. 0 keeps the averaged ones.
+    bn_images: int = 0
     val_fraction: float = 0.1
     # The validation split has its own seed, fixed: runs with another --seed are still chosen on the same images.
     split_seed: int = 0
@@ -80,7 +83,7 @@ PRESETS: dict[str, dict] = {
     # for the eleventh output. The elastic wobble is gentler
     # than the augmentation's default: a stronger one makes more training digits unreadable.
     "default": {
-        "epochs": 30, "stop_after": 24, "augment": {"elastic_px": 0.5}, "seed": 1,
+        "epochs": 30, "stop_after": 24, "augment": {"elastic_px": 0.5}, "seed": 1, "bn_images": 20_000,
         "model_args": {"width": 32, "padding": "valid", "classes": 11},
         "corpus": {"collections": list(writers.COLLECTIONS), "renderings": 1, "styles": 16_000, "tablet_share": 0.35,
                    "negatives": 16_000},

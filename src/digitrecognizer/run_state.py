@@ -3,16 +3,18 @@ started, or restored from a checkpoint (torch)."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
 from . import checkpoint
 from .recipes import TrainConfig
-from .models import create_model
+from .models import create_model, recompute_batch_norm
 
 MIN_ONE_CYCLE_STEPS = 10
 
@@ -32,12 +34,15 @@ class Run:
     best_val_acc: float = -1.0
     train_seconds: float = 0.0
     command: str = ""
+    # The weights validated and exported: the average's, with batch-norm statistics recomputed if the config says so
+    # (then a copy, so that the average itself goes on exactly as it would without).
+    evaluated: torch.nn.Module | None = None
 
     def state(self, rng: dict | None = None) -> dict:
         return {
             "config": asdict(self.config),
             "model": self.model.state_dict(),
-            "ema": self.ema.module.state_dict() if self.ema else None,
+            "ema": self.eval_model().state_dict() if self.ema else None,
             "ema_full": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -51,7 +56,18 @@ class Run:
         }
 
     def eval_model(self) -> torch.nn.Module:
+        if self.evaluated is not None:
+            return self.evaluated
         return self.ema.module if self.ema else self.model
+
+    def evaluate_average(self, bn_sample: np.ndarray | None) -> torch.nn.Module:
+        """The weights to validate now: the average's, on a copy with its batch-norm statistics recomputed on
+        `bn_sample` (uint8 training inputs) when one is given."""
+        self.evaluated = None
+        if bn_sample is not None and self.ema is not None:
+            self.evaluated = copy.deepcopy(self.ema.module)
+            recompute_batch_norm(self.evaluated, bn_sample)
+        return self.eval_model()
 
 
 def build_run(config: TrainConfig, steps_per_epoch: int) -> Run:
@@ -110,6 +126,9 @@ def restore_run(saved: dict, steps_per_epoch: int) -> Run:
     run.model.load_state_dict(saved["model"])
     if run.ema is not None:
         run.ema.load_state_dict(saved["ema_full"])
+        if run.config.bn_images and saved["ema"] is not None:  # the weights last validated, as they were saved
+            run.evaluated = copy.deepcopy(run.ema.module)
+            run.evaluated.load_state_dict(saved["ema"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
     for key in ("epoch", "step_in_epoch", "history", "best_val_acc", "train_seconds", "command"):

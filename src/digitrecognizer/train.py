@@ -26,6 +26,7 @@ from .run_state import Run, restore_run, start_run
 LAST, BEST, LOG = "last.pt", "best.pt", "metrics.jsonl"
 SCRIBBLE_POOL = 10_000  # distinct scribbles for outlier exposure; distortions make each one look different each time
 SCRIBBLE_SEED = 4242  # not the seeds of the non-digits that measure refusal (another generator altogether)
+BN_SAMPLE_SEED = 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -39,6 +40,7 @@ class TrainingSet:
     images: torch.Tensor  # (N, 1, 28, 28) uint8
     labels: torch.Tensor  # (N,) int64
     scribbles: torch.Tensor | None  # (S, 1, 28, 28) uint8 for outlier exposure, rendered once
+    bn_sample: np.ndarray | None = None  # (B, 28, 28) uint8 inputs the averaged weights' batch-norm statistics come from
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return max(1, len(self.labels) // batch_size)  # drop the ragged last batch: steady batch-norm statistics
@@ -74,7 +76,11 @@ def load_training_set(config: TrainConfig, data_dir: Path | None,
         # Rendered once, as preprocessing leaves them, then distorted like the digits.
         scribbles = torch.from_numpy(synth.scribble_inputs(SCRIBBLE_POOL, SCRIBBLE_SEED)).unsqueeze(1)
     images = torch.from_numpy(np.ascontiguousarray(split.images)).unsqueeze(1)
-    return TrainingSet(images, torch.from_numpy(split.labels), scribbles), val_split
+    bn_sample = None
+    if config.bn_images and config.ema_decay:
+        picked = np.random.default_rng(BN_SAMPLE_SEED).choice(len(split), min(config.bn_images, len(split)), replace=False)
+        bn_sample = split.images[np.sort(picked)]
+    return TrainingSet(images, torch.from_numpy(split.labels), scribbles, bn_sample), val_split
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,15 +106,18 @@ def restore_dropout_stream(saved: list | torch.Tensor, seed: int, epoch: int, pr
         torch.manual_seed(dropout_seed(seed, epoch, processes))
 
 
-def validate(model: torch.nn.Module, split: data.MnistSplit, processes: distributed.Processes) -> tuple[float, float]:
-    """Loss and accuracy on the split; on several processes each measures a contiguous share and the sums are shared."""
+def validate(model: torch.nn.Module, split: data.MnistSplit, processes: distributed.Processes) -> tuple[float, float, float]:
+    """(loss, accuracy, share called "not a digit") on the split. Accuracy is the top guess among the ten digits, as
+    the product reads a digit; whether to refuse is its thresholds' call, set at export. On several processes each
+    measures a contiguous share and the sums are shared."""
     start, stop = (len(split) * r // processes.world_size for r in (processes.rank, processes.rank + 1))
     logits = predict_logits(model, split.images[start:stop])
     labels = torch.from_numpy(split.labels[start:stop])
     loss_sum = F.cross_entropy(logits, labels, reduction="sum").item() if len(labels) else 0.0
-    correct = (logits.argmax(1) == labels).sum().item()
-    loss_sum, correct, count = processes.sum([loss_sum, correct, len(labels)])
-    return (loss_sum / count, correct / count) if count else (float("nan"), float("nan"))
+    correct = (logits[:, :NOT_A_DIGIT].argmax(1) == labels).sum().item()
+    not_digit = (logits.argmax(1) == NOT_A_DIGIT).sum().item()
+    loss_sum, correct, not_digit, count = processes.sum([loss_sum, correct, not_digit, len(labels)])
+    return (loss_sum / count, correct / count, not_digit / count) if count else (float("nan"),) * 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,10 +264,10 @@ class Trainer:
         run, epoch = self.run, self.run.epoch + 1
         run.train_seconds += seconds
         loss_sum, correct, seen = self.processes.sum([totals.loss_sum, totals.correct, totals.seen])
-        val_loss, val_acc = validate(run.eval_model(), self.val, self.processes)
+        val_loss, val_acc, val_not_digit = validate(run.evaluate_average(self.inputs.bn_sample), self.val, self.processes)
         record = {
             "epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-            "val_loss": val_loss, "val_acc": val_acc, "lr": run.scheduler.get_last_lr()[0],
+            "val_loss": val_loss, "val_acc": val_acc, "val_not_a_digit": val_not_digit, "lr": run.scheduler.get_last_lr()[0],
             "epoch_seconds": seconds, "images_per_s": seen / seconds, "processes": self.processes.world_size,
         }
         run.history.append(record)
