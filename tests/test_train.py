@@ -111,6 +111,34 @@ def test_augmentation_with_every_distortion_off_is_the_identity():
     assert torch.allclose(augment.augment_batch(x, off, torch.Generator().manual_seed(0)), x, atol=1e-5)
 
 
+def _ink_box(image: torch.Tensor) -> tuple[int, int]:
+    rows, cols = torch.nonzero(image[0] > 0.25, as_tuple=True)
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+def test_stretching_to_square_widens_a_thin_one_into_a_centred_bar():
+    one = torch.zeros(2, 1, 28, 28)
+    one[:, :, 4:24, 5:8] = 1.0  # a 20 px tall, 3 px wide stroke, off centre
+    out = augment.stretch_to_square(one, torch.tensor([1.0, 0.0]))
+    height, width = _ink_box(out[0])
+    assert height == 20 and width >= 18  # stretched the whole way along the shorter side only
+    columns = torch.nonzero(out[0, 0].amax(0) > 0.25).flatten().float()
+    assert abs(float(columns.mean()) - 13.5) <= 1  # the box is centred
+    assert torch.equal(out[1], one[1])  # amount 0 leaves the image alone
+
+
+def test_stretching_to_square_leaves_blank_images_blank():
+    assert augment.stretch_to_square(torch.zeros(3, 1, 28, 28), torch.ones(3)).abs().sum() == 0
+
+
+def test_square_stretch_is_drawn_after_the_other_distortions():
+    # Recipes without it keep every draw they had: the stretch's random numbers come last.
+    plain = augment.draw_distortions(8, augment.AugmentConfig(), torch.Generator().manual_seed(3))
+    square = augment.draw_distortions(8, augment.AugmentConfig(square=0.5), torch.Generator().manual_seed(3))
+    assert plain.square is None and square.square is not None and torch.equal(plain.theta, square.theta)
+    assert torch.equal(plain.crisp_level.isnan(), square.crisp_level.isnan())
+
+
 def test_truncated_checkpoint_is_refused_with_its_name(tmp_path):
     path = tmp_path / "last.pt"
     checkpoint.save({"model": {}, "config": {}}, path)

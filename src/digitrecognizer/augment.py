@@ -23,6 +23,9 @@ class AugmentConfig:
     # Share of images re-drawn with crisp edges, as a canvas brush and our preprocessing produce them
     # (MNIST's own edges are soft scanner blur).
     crisp: float = 0.5
+    # Share of images whose ink box is stretched towards a square (half to all the way): scanned forms and tablets
+    # that normalise each digit to fill its box make a 1 a thick bar or a wide diagonal, a 7 as wide as it is tall.
+    square: float = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -43,6 +46,7 @@ class Distortions:
     elastic: torch.Tensor | None  # (B, 2, 5, 5) coarse displacement field, in affine_grid units
     stroke: torch.Tensor | None  # (B, 1, 1, 1) pen-width change: > 0 thicker, < 0 thinner
     crisp_level: torch.Tensor | None  # (B, 1, 1, 1) cut level of the crisp re-drawing; NaN keeps the soft edge
+    square: torch.Tensor | None = None  # (B,) how far the ink box is stretched towards a square, 0 to 1
 
     def __getitem__(self, rows: slice) -> "Distortions":
         return Distortions(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
@@ -77,10 +81,16 @@ def draw_distortions(b: int, cfg: AugmentConfig, g: torch.Generator) -> Distorti
         crisp_level = torch.full((b, 1, 1, 1), math.nan)
         if chosen.any():
             crisp_level[chosen] = torch.rand(int(chosen.sum()), 1, 1, 1, generator=g) * 0.4 + 0.25
-    return Distortions(theta, elastic, stroke, crisp_level)
+    square = None
+    if cfg.square:  # drawn last, so recipes without it keep every other draw
+        chosen = torch.rand(b, generator=g) < cfg.square
+        square = torch.where(chosen, torch.rand(b, generator=g) * 0.5 + 0.5, torch.zeros(b))
+    return Distortions(theta, elastic, stroke, crisp_level, square)
 
 
 def apply_distortions(x: torch.Tensor, d: Distortions) -> torch.Tensor:
+    if d.square is not None and bool((d.square > 0).any()):
+        x = stretch_to_square(x, d.square)  # first: the collections stretched the digit before anyone wrote it
     grid = F.affine_grid(d.theta, list(x.shape), align_corners=False)
     if d.elastic is not None:
         # A coarse random field upsampled to 28x28 gives smooth, local wobble like an unsteady hand.
@@ -95,6 +105,34 @@ def apply_distortions(x: torch.Tensor, d: Distortions) -> torch.Tensor:
     if d.crisp_level is not None:
         out = crisp_strokes(out, d.crisp_level)
     return out.clamp_(0, 1)
+
+
+def stretch_to_square(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """Stretch each image's ink box along its shorter side, `amount` of the way to a square (0 leaves the image as
+    it is), and centre the box."""
+    first_x, last_x = _ink_extent(x.amax(dim=2).squeeze(1))
+    first_y, last_y = _ink_extent(x.amax(dim=3).squeeze(1))
+    w, h = last_x - first_x + 1, last_y - first_y + 1
+    side = torch.maximum(w, h)
+    sx = (w + amount * (side - w)) / w  # output size over input size, >= 1
+    sy = (h + amount * (side - h)) / h
+    cx, cy = (first_x + last_x + 1) / 28 - 1, (first_y + last_y + 1) / 28 - 1  # box centre, affine_grid units
+    zero = torch.zeros_like(sx)
+    theta = torch.stack([torch.stack([1 / sx, zero, cx], 1), torch.stack([zero, 1 / sy, cy], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    stretched = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return torch.where((amount > 0).view(-1, 1, 1, 1), stretched, x)
+
+
+def _ink_extent(profile: torch.Tensor, level: float = 0.25) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last index (float) where each row of `profile` (B, 28) reaches `level`; a blank row gives the
+    whole width, so a blank image is left as it is."""
+    inked = profile >= level
+    index = torch.arange(profile.shape[1], dtype=profile.dtype)
+    first = torch.where(inked, index, torch.inf).amin(1)
+    last = torch.where(inked, index, -torch.inf).amax(1)
+    blank = ~inked.any(1)
+    return torch.where(blank, 0.0, first), torch.where(blank, profile.shape[1] - 1.0, last)
 
 
 def crisp_strokes(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
