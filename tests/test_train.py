@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from digitrecognizer import augment, checkpoint, data, distributed, models, recipes, synth, train
+from digitrecognizer.constants import NOT_A_DIGIT
 
 # A few dozen steps on a thin network: seconds on two cores, still well above chance. The default recipe's corpus,
 # shrunk to a few batches of synthetic styles and non-digits: 1,200 + 128 inputs make 20 steps an epoch.
@@ -370,3 +371,10 @@ def test_recomputed_batch_norm_changes_what_is_validated_and_saved_not_what_is_t
                               averaged.ema.module.state_dict()["features.0.1.running_mean"])
     for name, tensor in expected.state_dict().items():
         assert torch.allclose(tensor.float(), saved[name].float()), name
+
+
+def test_the_square_stretch_can_be_kept_to_some_labels():
+    d = augment.draw_distortions(6, augment.AugmentConfig(square=1.0), torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, NOT_A_DIGIT, 1, NOT_A_DIGIT, 7, 1])
+    train.stretch_only(d, labels, [1, 7])
+    assert d.square.tolist()[:2] == [0, 0] and d.square[3] == 0 and torch.all(d.square[[2, 4, 5]] >= 0.5)

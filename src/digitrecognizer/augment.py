@@ -26,6 +26,7 @@ class AugmentConfig:
     # Share of images whose ink box is stretched towards a square (half to all the way): scanned forms and tablets
     # that normalise each digit to fill its box make a 1 a thick bar or a wide diagonal, a 7 as wide as it is tall.
     square: float = 0.0
+    square_labels: list[int] | None = None  # stretch only examples of these labels (None: all of them)
 
     @property
     def enabled(self) -> bool:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import checkpoint, corpus, data, distributed, synth, writers
-from .augment import apply_distortions, draw_distortions
+from .augment import Distortions, apply_distortions, draw_distortions
 from .recipes import TrainConfig
 from .constants import NOT_A_DIGIT
 from .models import normalize, predict_logits, unit_range
@@ -104,6 +104,12 @@ def restore_dropout_stream(saved: list | torch.Tensor, seed: int, epoch: int, pr
         torch.set_rng_state(streams[processes.rank])
     else:
         torch.manual_seed(dropout_seed(seed, epoch, processes))
+
+
+def stretch_only(distortions: Distortions, labels: torch.Tensor, stretched: list[int]) -> None:
+    """Leave unstretched the examples of a batch whose label is not in `stretched` (`AugmentConfig.square_labels`)."""
+    if distortions.square is not None:
+        distortions.square[~torch.isin(labels, torch.tensor(stretched, dtype=labels.dtype))] = 0
 
 
 def validate(model: torch.nn.Module, split: data.MnistSplit, processes: distributed.Processes) -> tuple[float, float, float]:
@@ -248,6 +254,8 @@ class Trainer:
         # Distortions are drawn for the whole batch on every process, which keeps the generators in step and
         # distorts each image as one process would; each process then distorts only its share.
         distortions = draw_distortions(len(batch), augment, g) if augment.enabled else None
+        if distortions is not None and augment.square_labels is not None:
+            stretch_only(distortions, self.inputs.labels[batch], augment.square_labels)
         idx = batch[self.share]
         x = unit_range(self.inputs.images[idx])
         if distortions is not None:
