@@ -30,7 +30,7 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self))
+        return any(getattr(self, f.name) for f in fields(self) if f.name != "square_labels")  # a filter, not a distortion
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
