@@ -116,6 +116,17 @@ def test_train_too_short_for_its_schedule_is_a_clear_error(mnist_dir, tmp_path, 
     assert "one-cycle schedule needs at least" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("square", "give NAME=VALUE"),
+    ("square=lots", "give NAME=VALUE"),
+    ("wobble=0.5", "unknown augmentation setting wobble"),
+])
+def test_train_with_a_bad_augmentation_setting_is_a_clear_error(setting, tmp_path, capsys, message):
+    code = main(["train", "--preset", "quick", "--augment", setting, "--out", str(tmp_path / "run")])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
 def test_predict_with_the_int8_graph(images, mnist_test, capsys):
     paths, _ = images
     assert main(["predict", *map(str, paths), "--int8", "--json"]) == 0

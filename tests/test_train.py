@@ -295,6 +295,24 @@ def test_a_new_schedule_length_is_trained_whole_unless_told_where_to_stop():
     assert recipes.preset_config("default", epochs=20, stop_after=15).last_epoch == 15
 
 
+def test_augmentation_overrides_change_only_the_settings_named():
+    config = recipes.preset_config("default", augment={"square": 0.2, "square_labels": [1, 7]})
+    assert (config.augment.square, config.augment.square_labels) == (0.2, [1, 7])
+    assert config.augment.elastic_px == recipes.PRESETS["default"]["augment"]["elastic_px"]  # the preset's, kept
+    assert recipes.preset_config("default").augment.square == 0.0  # the preset itself is untouched
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"squares": 0.2}, "unknown augmentation setting squares: choose from rotate_deg"),
+    ({"square": "much"}, "square='much': give a number"),
+    ({"square": -1}, "give a number, 0 or more"),
+    ({"square_labels": [1, 12]}, "give null or a list of digits"),
+])
+def test_a_bad_augmentation_override_says_what_is_wrong(settings, message):
+    with pytest.raises(ValueError, match=message):
+        recipes.preset_config("default", augment=settings)
+
+
 def test_another_model_does_not_inherit_the_presets_model_settings():
     config = recipes.preset_config("default", model="seed", model_args={})
     assert config.model_args == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -40,7 +41,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "extra_data": str(args.extra_data) if args.extra_data else None,
                  "init_weights": str(args.init_weights) if args.init_weights else None,
                  "keep_epochs": args.keep_epochs or None,
-                 "exclude": args.exclude.split(",") if args.exclude else None}
+                 "exclude": args.exclude.split(",") if args.exclude else None,
+                 "augment": _augment_settings(args.augment)}
     if args.extra_data and not args.extra_data.is_file():
         raise CliError(f"{args.extra_data}: no such file (write one with `digitrecognizer feedback export`)")
     if args.width or args.hidden:
@@ -68,6 +70,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"done: {run.epoch} epochs in {run.train_seconds / 60:.1f} min, best validation accuracy "
               f"{run.best_val_acc:.4%}; checkpoints in {args.out}")
     return 0
+
+
+def _augment_settings(pairs: list[str] | None) -> dict | None:
+    """`--augment square=0.2 --augment square_labels=[1,7]` as {"square": 0.2, "square_labels": [1, 7]}."""
+    if not pairs:
+        return None
+    settings = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        try:
+            if not sep:
+                raise ValueError("no '='")
+            settings[name.strip()] = json.loads(text)
+        except ValueError as err:
+            raise CliError(f"--augment {pair}: give NAME=VALUE, the value a number, null or a JSON list ({err})") from err
+    return settings
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -272,6 +290,9 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--outliers", type=float, metavar="SHARE",
                    help="outlier exposure: add this many rendered scribbles per digit to each batch (e.g. 0.25), "
                         "trained towards equal probabilities, so that non-digits are refused more often")
+    p.add_argument("--augment", action="append", metavar="NAME=VALUE",
+                   help="change one of the preset's augmentation settings (repeatable), e.g. square=0.2 or "
+                        "elastic_px=0.9; the names are AugmentConfig's (augment.py)")
     p.add_argument("--init-weights", type=Path, metavar="FILE",
                    help="start from these weights (e.g. src/digitrecognizer/assets/model.pt) to fine-tune; the "
                         "network is the one the file holds, whatever the preset builds")

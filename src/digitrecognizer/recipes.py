@@ -107,7 +107,8 @@ PRESETS: dict[str, dict] = {
 
 
 def preset_config(name: str, **overrides) -> TrainConfig:
-    """The preset's config with `overrides` (None: keep the preset's); `exclude` leaves collections out."""
+    """The preset's config with `overrides` (None: keep the preset's); `exclude` leaves collections out and
+    `augment` changes some of the preset's augmentation settings, keeping the rest."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     values = {**asdict(TrainConfig()), **copy.deepcopy(PRESETS[name])}  # a config never aliases its preset
@@ -121,9 +122,27 @@ def preset_config(name: str, **overrides) -> TrainConfig:
             value = {**values["model_args"], **value}  # --width keeps the preset's other model settings
         if key == "exclude":
             values["corpus"]["collections"] = _without(values["corpus"]["collections"], value or [])
+        elif key == "augment" and value is not None:
+            values["augment"] = {**values["augment"], **_known_augment(value)}  # the preset's other settings stay
         elif value is not None:
             values[key] = value
     return TrainConfig.from_dict(values)
+
+
+def _known_augment(settings: dict) -> dict:
+    unknown = set(settings) - {f.name for f in fields(AugmentConfig)}
+    if unknown:
+        raise ValueError(f"unknown augmentation setting {', '.join(sorted(unknown))}: choose from "
+                         f"{', '.join(f.name for f in fields(AugmentConfig))}")
+    for name, value in settings.items():
+        if name == "square_labels":
+            fine = value is None or (isinstance(value, list) and all(v in range(10) for v in value))
+        else:
+            fine = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        if not fine:
+            wanted = "null or a list of digits" if name == "square_labels" else "a number, 0 or more"
+            raise ValueError(f"augmentation setting {name}={value!r}: give {wanted}")
+    return settings
 
 
 def _without(collections: list[str], excluded: list[str]) -> list[str]:
