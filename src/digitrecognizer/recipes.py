@@ -67,11 +67,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """A config as checkpoints and cards record it; fields a record predates take their defaults."""
+        """A config as checkpoints and cards record it; fields a record predates take their defaults. Fields this
+        version does not know are refused: a run made with a setting this code cannot repeat is not another run."""
         d = dict(d)
+        unknown = _unknown_fields(d, cls) + _unknown_fields(d.get("augment", {}), AugmentConfig, "augment.") + \
+            _unknown_fields(d.get("corpus", {}), CorpusConfig, "corpus.")
+        if unknown:
+            raise ValueError(f"the run records settings this version of digitrecognizer does not know "
+                             f"({', '.join(unknown)}): use the version that trained it")
         d["augment"] = AugmentConfig(**d.get("augment", {}))
         d["corpus"] = CorpusConfig(**d.get("corpus", NO_CORPUS))
         return cls(**d)
+
+
+def _unknown_fields(record: dict, kind: type, prefix: str = "") -> list[str]:
+    return [prefix + name for name in sorted(set(record) - {f.name for f in fields(kind)})]
 
 
 # Named recipes. Flags given on the command line override them; the choices behind each are in
