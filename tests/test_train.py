@@ -220,6 +220,14 @@ def test_the_validation_split_does_not_move_with_the_training_seed(mnist_dir, tm
     assert recipes.TrainConfig.from_dict(old).split_seed == 0
 
 
+def test_a_record_with_settings_this_version_does_not_know_is_refused_by_name():
+    newer = asdict(recipes.TrainConfig())
+    newer["augment"]["square_reach"] = 0.5
+    newer["warmup"] = 3
+    with pytest.raises(ValueError, match=r"does not know \(warmup, augment.square_reach\)"):
+        recipes.TrainConfig.from_dict(newer)
+
+
 def test_extra_data_with_bad_labels_is_refused(tmp_path):
     import numpy as np
 
