@@ -2,13 +2,13 @@
 without it (`train --exclude NAME`), export, and score the left-out collection as benchmarks/writers.py draws it.
 
     python benchmarks/leave_one_out.py [--epochs 8 --stop-after 6] [--only optdigits,pendigits,usps] [--runs runs]
-                                       [--tag TAG] [--augment NAME=VALUE ...]
+                                       [--tag TAG] [--augment NAME=VALUE ...] [--seed N]
 
 The runs use a shorter schedule than the shipped model (8-epoch one-cycle schedule stopped after 6 epochs: about
 10 minutes each on two cores), so their figures understate what the full recipe reaches. Results:
 benchmarks/results/writers_leave-out-NAME.{json,txt} and benchmarks/results/leave_one_out.json; with `--tag TAG`
 (runs of another schedule or augmentation, say), writers_leave-out-NAME-TAG and leave_one_out-TAG.json.
-`--augment` is passed to `train` as it is (e.g. `--augment square=0.2`).
+`--augment` and `--seed` are passed to `train` as they are (e.g. `--augment square=0.2`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,12 @@ def main() -> None:
     parser.add_argument("--tag", help="suffix of the result files, for runs of another schedule")
     parser.add_argument("--augment", action="append", default=[], metavar="NAME=VALUE",
                         help="change one of the recipe's augmentation settings (repeatable)")
+    parser.add_argument("--seed", type=int, help="the runs' random seed (default: the recipe's)")
     args = parser.parse_args()
     data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
-    augment = [f"--augment={pair}" for pair in args.augment]
+    recipe_flags = [f"--augment={pair}" for pair in args.augment]
+    if args.seed is not None:
+        recipe_flags += ["--seed", str(args.seed)]
     suffix = f"-{args.tag}" if args.tag else ""
     summary_path = HERE / "results" / f"leave_one_out{suffix}.json"
     summary = {"epochs": args.epochs, "stop_after": args.stop_after, "collections": {}}
@@ -52,13 +55,13 @@ def main() -> None:
         out = args.runs / f"leave-out-{name}"
         if not (out / "export" / "card.json").is_file():
             run("digitrecognizer", "train", "--preset", "default", "--exclude", name, "--epochs", str(args.epochs),
-                "--stop-after", str(args.stop_after), "--out", str(out), "--no-progress", *augment, *data)
+                "--stop-after", str(args.stop_after), "--out", str(out), "--no-progress", *recipe_flags, *data)
             run("digitrecognizer", "export", "--run", str(out), "--out", str(out / "export"), *data)
         run(sys.executable, str(HERE / "writers.py"), "--model", str(out / "export"), "--only", name,
             "--numbers", "0", "--name", f"leave-out-{name}{suffix}")
         result = json.loads((HERE / "results" / f"writers_leave-out-{name}{suffix}.json").read_text())
         summary["collections"][name] = result["collections"][name]
-    (HERE / "results" / f"leave_one_out{suffix}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")  # after each: a later failure keeps it
 
 
 if __name__ == "__main__":
