@@ -35,10 +35,7 @@ SKLEARN_SEED = 14  # the canvases of benchmarks/writers.py
 def family_canvases(name: str, n: int) -> list[bytes]:
     if name not in negatives.HELD_OUT_FAMILIES:
         return synth.non_digit_set(n, FAMILY_SEEDS[name])
-    rng = np.random.default_rng(FAMILY_SEEDS[name])
-    make = negatives.HELD_OUT_FAMILIES[name]
-    styles = synth.CANVAS_STYLES
-    return [synth.encode_png(synth.compose(make(rng), styles[i % len(styles)], rng)) for i in range(n)]
+    return negatives.family_canvases(negatives.HELD_OUT_FAMILIES[name], n, FAMILY_SEEDS[name])
 
 
 def drawn_digits(split: data.MnistSplit, n: int) -> list[bytes]:

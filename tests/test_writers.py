@@ -2,11 +2,14 @@
 the training corpus built from them."""
 
 import gzip
+import io
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from scipy import ndimage
 
 from digitrecognizer import Recognizer, corpus, negatives, preprocess, styles, writers
 from digitrecognizer.data import DataError
@@ -125,7 +128,6 @@ def test_a_tablet_path_stretched_to_a_square_fills_it():
 
 def test_compositions_are_several_separate_marks():
     rng = np.random.default_rng(2)
-    from scipy import ndimage
 
     for _ in range(10):
         ink = negatives.composition_ink(rng)
@@ -139,6 +141,24 @@ def test_letters_that_look_like_digits_are_in_no_non_digit_family():
 
 def test_held_out_non_digit_families_are_not_training_families():
     assert not set(negatives.HELD_OUT_FAMILIES) & set(negatives.TRAINING_FAMILIES)
+    assert not set(negatives.VALIDATION_FAMILIES) & (set(negatives.TRAINING_FAMILIES) | set(negatives.HELD_OUT_FAMILIES))
+
+
+def test_filled_blobs_are_solid_shapes_not_bars():
+    for ink in (negatives.blob_ink(np.random.default_rng(seed)) for seed in range(20)):
+        solid = ink > 0.3
+        assert ndimage.binary_fill_holes(solid).sum() == solid.sum()  # filled, not an outline
+        rows, cols = np.flatnonzero(solid.any(1)), np.flatnonzero(solid.any(0))
+        height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+        assert min(height, width) / max(height, width) > 0.3  # not a bar, which could be a thick 1
+
+
+def test_family_canvases_are_seeded_and_take_the_canvas_styles_in_turn():
+    make = negatives.VALIDATION_FAMILIES["filled blobs"]
+    first, again = negatives.family_canvases(make, 8, seed=5), negatives.family_canvases(make, 8, seed=5)
+    assert first == again and first != negatives.family_canvases(make, 8, seed=6)
+    modes = [Image.open(io.BytesIO(png)).mode for png in first]
+    assert modes == ["L", "L", "RGB", "RGBA"] * 2  # white on black, black on white, colour on dark, transparent
 
 
 def test_the_corpus_labels_non_digits_with_the_eleventh_output_and_is_cached(mnist_dir, tmp_path, monkeypatch):

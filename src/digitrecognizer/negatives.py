@@ -220,6 +220,22 @@ def silhouette_ink(rng: np.random.Generator) -> np.ndarray:
     return np.asarray(image, np.float32) / 255
 
 
+def blob_ink(rng: np.random.Generator) -> np.ndarray:
+    """One or two filled blobs with wavy outlines, in a shade of grey: a smudge, a stain, a coloured-in shape.
+    Not a training family: filled shapes for validation, whose rendered non-digits are strokes and outlines."""
+    image = Image.new("L", (CANVAS_PX, CANVAS_PX), 0)
+    draw = ImageDraw.Draw(image)
+    angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    for _ in range(int(rng.choice([1, 1, 2]))):
+        r = rng.uniform(0.15, 0.35) * CANVAS_PX * (1 + sum(rng.uniform(0, 0.2) * np.cos(k * angles + rng.uniform(0, 7))
+                                                          for k in range(2, 6)))
+        stretch = rng.uniform(0.75, 1.33)  # never so thin that it is a thick stroke: a bar can be a 1
+        cx, cy = _pt(rng, 0.4, 0.6)
+        draw.polygon(list(zip(cx + r * stretch * np.cos(angles), cy + r / stretch * np.sin(angles))),
+                     fill=int(rng.uniform(140, 255)))
+    return np.asarray(image, np.float32) / 255
+
+
 # Families as generators of ink maps; those that redraw digits take the MNIST training images they may use.
 Family = Callable[[np.random.Generator, np.ndarray], np.ndarray]
 TRAINING_FAMILIES: dict[str, Family] = {
@@ -237,3 +253,12 @@ HELD_OUT_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "doodles": doodle_ink,
     "silhouettes": silhouette_ink,
 }
+# Non-digits that choose models on the validation side (benchmarks/operating_point.py), never trained on.
+VALIDATION_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {"filled blobs": blob_ink}
+
+
+def family_canvases(make: Callable[[np.random.Generator], np.ndarray], n: int, seed: int) -> list[bytes]:
+    """n drawings of one family as PNG canvases, the four canvas styles in turn."""
+    rng = np.random.default_rng(seed)
+    styles_ = synth.CANVAS_STYLES
+    return [synth.encode_png(synth.compose(make(rng), styles_[i % len(styles_)], rng)) for i in range(n)]
