@@ -116,9 +116,18 @@ def test_train_too_short_for_its_schedule_is_a_clear_error(mnist_dir, tmp_path, 
     assert "one-cycle schedule needs at least" in capsys.readouterr().err
 
 
+def test_augmentation_settings_are_read_as_json_values():
+    from digitrecognizer.cli import _augment_settings
+
+    assert _augment_settings(["square=0.2", "square_labels=[1,7]", "crisp=0"]) == {
+        "square": 0.2, "square_labels": [1, 7], "crisp": 0}
+    assert _augment_settings(None) is None  # no flag: the preset's settings
+
+
 @pytest.mark.parametrize("setting, message", [
     ("square", "give NAME=VALUE"),
     ("square=lots", "give NAME=VALUE"),
+    ("=0.2", "give NAME=VALUE"),
     ("wobble=0.5", "unknown augmentation setting wobble"),
 ])
 def test_train_with_a_bad_augmentation_setting_is_a_clear_error(setting, tmp_path, capsys, message):

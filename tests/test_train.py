@@ -223,9 +223,21 @@ def test_the_validation_split_does_not_move_with_the_training_seed(mnist_dir, tm
 def test_a_record_with_settings_this_version_does_not_know_is_refused_by_name():
     newer = asdict(recipes.TrainConfig())
     newer["augment"]["square_reach"] = 0.5
+    newer["corpus"]["fonts"] = 3
     newer["warmup"] = 3
-    with pytest.raises(ValueError, match=r"does not know \(warmup, augment.square_reach\)"):
+    with pytest.raises(ValueError, match=r"does not know \(warmup, augment.square_reach, corpus.fonts\)"):
         recipes.TrainConfig.from_dict(newer)
+
+
+def test_exporting_a_run_with_unknown_settings_names_the_checkpoint(tmp_path):
+    from digitrecognizer import export
+
+    config = asdict(tiny_config())
+    config["augment"]["square_reach"] = 0.5
+    checkpoint.save({"model": {}, "config": config, "history": [{"val_acc": 0.9}], "command": "train",
+                     "train_seconds": 1.0, "epoch": 1}, tmp_path / "best.pt")
+    with pytest.raises(checkpoint.CheckpointError, match=r"best.pt: the run records settings .*augment.square_reach"):
+        export.read_source(tmp_path, "best.pt")
 
 
 def test_extra_data_with_bad_labels_is_refused(tmp_path):
@@ -312,9 +324,13 @@ def test_augmentation_overrides_change_only_the_settings_named():
 
 @pytest.mark.parametrize("settings, message", [
     ({"squares": 0.2}, "unknown augmentation setting squares: choose from rotate_deg"),
-    ({"square": "much"}, "square='much': give a number"),
-    ({"square": -1}, "give a number, 0 or more"),
+    ({"square": "much"}, "square='much': give a share from 0 to 1"),
+    ({"square": 1.5}, "give a share from 0 to 1"),
+    ({"rotate_deg": -1}, "give a finite number, 0 or more"),
+    ({"shear": float("inf")}, "give a finite number, 0 or more"),
     ({"square_labels": [1, 12]}, "give null or a list of digits"),
+    ({"square_labels": [True]}, "give null or a list of digits"),
+    ({"square_labels": []}, "give null or a list of digits"),
 ])
 def test_a_bad_augmentation_override_says_what_is_wrong(settings, message):
     with pytest.raises(ValueError, match=message):

@@ -80,11 +80,12 @@ def _augment_settings(pairs: list[str] | None) -> dict | None:
     for pair in pairs:
         name, sep, text = pair.partition("=")
         try:
-            if not sep:
-                raise ValueError("no '='")
+            if not (sep and name.strip()):
+                raise ValueError
             settings[name.strip()] = json.loads(text)
         except ValueError as err:
-            raise CliError(f"--augment {pair}: give NAME=VALUE, the value a number, null or a JSON list ({err})") from err
+            raise CliError(f"--augment {pair}: give NAME=VALUE, the value a number, null or a JSON list "
+                           "such as [1,7]") from err
     return settings
 
 

@@ -19,7 +19,7 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 
 from . import __version__, data, graph, notdigit
-from .checkpoint import Weights, load, read_weights, save_weights, weights_of
+from .checkpoint import CheckpointError, Weights, load, read_weights, save_weights, weights_of
 from .card import (CARD_NAME, ONNX_NAME, PRECISIONS, WEIGHTS_NAME, Metrics, ModelCard, ModelError, NotDigit,
                    Quantization, TestFigures, Training, load_card, sha256_file)
 from .evaluate import compute_metrics
@@ -60,7 +60,11 @@ def read_source(run_dir: Path, checkpoint_name: str) -> Source:
         training = Training(command=saved["command"], seconds=round(last["train_seconds"], 1), epochs=last["epoch"],
                             epoch_exported=saved["epoch"], best_val_acc=max(h["val_acc"] for h in history),
                             config=saved["config"], environment=environment(), history=history)
-        return Source(weights_of(saved).network(), TrainConfig.from_dict(saved["config"]), training)
+        try:
+            config = TrainConfig.from_dict(saved["config"])
+        except ValueError as err:  # settings this version does not know: say which file
+            raise CheckpointError(f"{run_dir / checkpoint_name}: {err}") from err
+        return Source(weights_of(saved).network(), config, training)
     card, _ = load_card(run_dir)
     weights = run_dir / WEIGHTS_NAME
     if not weights.is_file() or sha256_file(weights) != card.weights_sha256:

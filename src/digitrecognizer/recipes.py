@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -139,6 +140,9 @@ def preset_config(name: str, **overrides) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+AUGMENT_SHARES = ("crisp", "square")  # settings that are shares of each batch
+
+
 def _known_augment(settings: dict) -> dict:
     unknown = set(settings) - {f.name for f in fields(AugmentConfig)}
     if unknown:
@@ -146,11 +150,14 @@ def _known_augment(settings: dict) -> dict:
                          f"{', '.join(f.name for f in fields(AugmentConfig))}")
     for name, value in settings.items():
         if name == "square_labels":
-            fine = value is None or (isinstance(value, list) and all(v in range(10) for v in value))
+            fine = value is None or (isinstance(value, list) and value and all(type(v) is int and 0 <= v <= 9
+                                                                                for v in value))
+            wanted = "null or a list of digits"
         else:
-            fine = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            top = 1 if name in AUGMENT_SHARES else math.inf
+            fine = type(value) in (int, float) and 0 <= value <= top and math.isfinite(value)
+            wanted = "a share from 0 to 1" if name in AUGMENT_SHARES else "a finite number, 0 or more"
         if not fine:
-            wanted = "null or a list of digits" if name == "square_labels" else "a number, 0 or more"
             raise ValueError(f"augmentation setting {name}={value!r}: give {wanted}")
     return settings
 

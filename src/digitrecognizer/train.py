@@ -335,7 +335,10 @@ def prepare(config: TrainConfig, out_dir: Path, data_dir: Path | None, resume: b
         out_dir.mkdir(parents=True, exist_ok=True)
     saved = checkpoint.load(out_dir / LAST) if resume else None  # every process reads it: all continue alike
     if saved is not None:
-        config = TrainConfig.from_dict(saved["config"])  # the saved config wins: a resumed run is the same run
+        try:
+            config = TrainConfig.from_dict(saved["config"])  # the saved config wins: a resumed run is the same run
+        except ValueError as err:  # settings this version does not know: say which file
+            raise checkpoint.CheckpointError(f"{out_dir / LAST}: {err}") from err
     torch.set_num_threads(config.threads or processes.default_threads())
     processes.share(config.batch_size)  # a batch that does not split over the processes is refused before any work
     inputs, val = load_training_set(config, data_dir, processes)
