@@ -8,7 +8,8 @@ The runs use a shorter schedule than the shipped model (8-epoch one-cycle schedu
 10 minutes each on two cores), so their figures understate what the full recipe reaches. Results:
 benchmarks/results/writers_leave-out-NAME.{json,txt} and benchmarks/results/leave_one_out.json; with `--tag TAG`
 (runs of another schedule or augmentation, say), writers_leave-out-NAME-TAG and leave_one_out-TAG.json.
-`--augment` and `--seed` are passed to `train` as they are (e.g. `--augment square=0.2`).
+`--augment` and `--seed` are passed to `train` as they are (e.g. `--augment square=0.2`); the summary records
+them, and a run folder in --runs trained with other settings is refused rather than scored again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,26 @@ def run(*command: str) -> None:
     subprocess.run(command, check=True)
 
 
+def augment_settings(pairs: list[str]) -> dict:
+    settings = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            settings[name] = json.loads(value)
+        except ValueError:
+            sys.exit(f"--augment {pair}: give NAME=VALUE, the value a number, null or a JSON list such as [1,7]")
+    return settings
+
+
+def trained_as_asked(run: Path, asked: dict) -> bool:
+    """Whether the exported run in `run` was trained with the settings asked for (a key "augment" holds a dict of
+    augmentation settings; the others are the config's own)."""
+    config = json.loads((run / "export" / "card.json").read_text())["training"]["config"]
+    augment = asked.get("augment", {})
+    return all(config[key] == value for key, value in asked.items() if key != "augment") and \
+        all(config["augment"].get(key) == value for key, value in augment.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=8)
@@ -45,14 +66,19 @@ def main() -> None:
     if args.seed is not None:
         recipe_flags += ["--seed", str(args.seed)]
     suffix = f"-{args.tag}" if args.tag else ""
+    asked = {"epochs": args.epochs, "stop_after": args.stop_after, "augment": augment_settings(args.augment)}
+    if args.seed is not None:
+        asked["seed"] = args.seed
     summary_path = HERE / "results" / f"leave_one_out{suffix}.json"
-    summary = {"epochs": args.epochs, "stop_after": args.stop_after, "collections": {}}
-    if summary_path.is_file():  # runs of the same schedule made one --only at a time add up
+    summary = {**asked, "collections": {}}
+    if summary_path.is_file():  # runs of the same settings made one --only at a time add up
         earlier = json.loads(summary_path.read_text())
-        if (earlier["epochs"], earlier["stop_after"]) == (args.epochs, args.stop_after):
+        if all(earlier.get(key, {} if key == "augment" else None) == value for key, value in asked.items()):
             summary["collections"] = earlier["collections"]
     for name in args.only.split(","):
         out = args.runs / f"leave-out-{name}"
+        if (out / "export" / "card.json").is_file() and not trained_as_asked(out, asked):
+            sys.exit(f"{out} holds a run trained with other settings: give another --runs, or remove it")
         if not (out / "export" / "card.json").is_file():
             run("digitrecognizer", "train", "--preset", "default", "--exclude", name, "--epochs", str(args.epochs),
                 "--stop-after", str(args.stop_after), "--out", str(out), "--no-progress", *recipe_flags, *data)
