@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from digitrecognizer.recipes import parse_augment
+
 HERE = Path(__file__).parent
 COLLECTIONS = ("optdigits", "pendigits", "usps")
 
@@ -27,17 +29,6 @@ COLLECTIONS = ("optdigits", "pendigits", "usps")
 def run(*command: str) -> None:
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
-
-
-def augment_settings(pairs: list[str]) -> dict:
-    settings = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        try:
-            settings[name] = json.loads(value)
-        except ValueError:
-            sys.exit(f"--augment {pair}: give NAME=VALUE, the value a number, null or a JSON list such as [1,7]")
-    return settings
 
 
 def trained_as_asked(run: Path, asked: dict) -> bool:
@@ -66,7 +57,10 @@ def main() -> None:
     if args.seed is not None:
         recipe_flags += ["--seed", str(args.seed)]
     suffix = f"-{args.tag}" if args.tag else ""
-    asked = {"epochs": args.epochs, "stop_after": args.stop_after, "augment": augment_settings(args.augment)}
+    try:
+        asked = {"epochs": args.epochs, "stop_after": args.stop_after, "augment": parse_augment(args.augment)}
+    except ValueError as err:
+        sys.exit(str(err))
     if args.seed is not None:
         asked["seed"] = args.seed
     summary_path = HERE / "results" / f"leave_one_out{suffix}.json"

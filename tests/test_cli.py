@@ -117,11 +117,11 @@ def test_train_too_short_for_its_schedule_is_a_clear_error(mnist_dir, tmp_path, 
 
 
 def test_augmentation_settings_are_read_as_json_values():
-    from digitrecognizer.cli import _augment_settings
+    from digitrecognizer.recipes import parse_augment, preset_config
 
-    assert _augment_settings(["square=0.2", "square_labels=[1,7]", "crisp=0"]) == {
+    assert parse_augment(["square=0.2", "square_labels=[1,7]", "crisp=0"]) == {
         "square": 0.2, "square_labels": [1, 7], "crisp": 0}
-    assert _augment_settings(None) is None  # no flag: the preset's settings
+    assert preset_config("default", augment=None).augment == preset_config("default").augment  # no flag: the preset's
 
 
 @pytest.mark.parametrize("setting, message", [

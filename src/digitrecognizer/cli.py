@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -42,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "init_weights": str(args.init_weights) if args.init_weights else None,
                  "keep_epochs": args.keep_epochs or None,
                  "exclude": args.exclude.split(",") if args.exclude else None,
-                 "augment": _augment_settings(args.augment)}
+                 "augment": recipes.parse_augment(args.augment) if args.augment else None}
     if args.extra_data and not args.extra_data.is_file():
         raise CliError(f"{args.extra_data}: no such file (write one with `digitrecognizer feedback export`)")
     if args.width or args.hidden:
@@ -70,23 +69,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"done: {run.epoch} epochs in {run.train_seconds / 60:.1f} min, best validation accuracy "
               f"{run.best_val_acc:.4%}; checkpoints in {args.out}")
     return 0
-
-
-def _augment_settings(pairs: list[str] | None) -> dict | None:
-    """`--augment square=0.2 --augment square_labels=[1,7]` as {"square": 0.2, "square_labels": [1, 7]}."""
-    if not pairs:
-        return None
-    settings = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        try:
-            if not (sep and name.strip()):
-                raise ValueError
-            settings[name.strip()] = json.loads(text)
-        except ValueError as err:
-            raise CliError(f"--augment {pair}: give NAME=VALUE, the value a number, null or a JSON list "
-                           "such as [1,7]") from err
-    return settings
 
 
 def cmd_export(args: argparse.Namespace) -> int:

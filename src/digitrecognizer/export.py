@@ -19,12 +19,12 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 
 from . import __version__, data, graph, notdigit
-from .checkpoint import CheckpointError, Weights, load, read_weights, save_weights, weights_of
+from .checkpoint import Weights, load, read_weights, save_weights, weights_of
 from .card import (CARD_NAME, ONNX_NAME, PRECISIONS, WEIGHTS_NAME, Metrics, ModelCard, ModelError, NotDigit,
                    Quantization, TestFigures, Training, load_card, sha256_file)
 from .evaluate import compute_metrics
 from .models import create_model
-from .recipes import TrainConfig
+from .recipes import TrainConfig, config_of
 from .recognizer import Recognizer, softmax
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,7 @@ def read_source(run_dir: Path, checkpoint_name: str) -> Source:
         training = Training(command=saved["command"], seconds=round(last["train_seconds"], 1), epochs=last["epoch"],
                             epoch_exported=saved["epoch"], best_val_acc=max(h["val_acc"] for h in history),
                             config=saved["config"], environment=environment(), history=history)
-        try:
-            config = TrainConfig.from_dict(saved["config"])
-        except ValueError as err:  # settings this version does not know: say which file
-            raise CheckpointError(f"{run_dir / checkpoint_name}: {err}") from err
+        config = config_of(saved, run_dir / checkpoint_name)
         return Source(weights_of(saved).network(), config, training)
     card, _ = load_card(run_dir)
     weights = run_dir / WEIGHTS_NAME

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -81,6 +82,15 @@ class TrainConfig:
         return cls(**d)
 
 
+def config_of(saved: dict, path: Path) -> TrainConfig:
+    """The config a checkpoint read from `path` records; one with settings this version does not know is refused
+    naming the file."""
+    try:
+        return TrainConfig.from_dict(saved["config"])
+    except ValueError as err:
+        raise checkpoint.CheckpointError(f"{path}: {err}") from err
+
+
 def _unknown_fields(record: dict, kind: type, prefix: str = "") -> list[str]:
     return [prefix + name for name in sorted(set(record) - {f.name for f in fields(kind)})]
 
@@ -143,10 +153,26 @@ def preset_config(name: str, **overrides) -> TrainConfig:
 AUGMENT_SHARES = ("crisp", "square")  # settings that are shares of each batch
 
 
+def parse_augment(pairs: list[str]) -> dict:
+    """`["square=0.2", "square_labels=[1,7]"]` (as `--augment` takes them) as {"square": 0.2, "square_labels": [1, 7]};
+    the values are checked when a preset takes them."""
+    settings = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        try:
+            if not (sep and name.strip()):
+                raise ValueError
+            settings[name.strip()] = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"--augment {pair}: give NAME=VALUE, the value a number, null or a JSON list "
+                             "such as [1,7]") from err
+    return settings
+
+
 def _known_augment(settings: dict) -> dict:
-    unknown = set(settings) - {f.name for f in fields(AugmentConfig)}
+    unknown = _unknown_fields(settings, AugmentConfig)
     if unknown:
-        raise ValueError(f"unknown augmentation setting {', '.join(sorted(unknown))}: choose from "
+        raise ValueError(f"unknown augmentation setting {', '.join(unknown)}: choose from "
                          f"{', '.join(f.name for f in fields(AugmentConfig))}")
     for name, value in settings.items():
         if name == "square_labels":

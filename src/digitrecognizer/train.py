@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import checkpoint, corpus, data, distributed, synth, writers
 from .augment import Distortions, apply_distortions, draw_distortions
-from .recipes import TrainConfig
+from .recipes import TrainConfig, config_of
 from .constants import NOT_A_DIGIT
 from .models import normalize, predict_logits, unit_range
 from .run_state import Run, restore_run, start_run
@@ -335,10 +335,7 @@ def prepare(config: TrainConfig, out_dir: Path, data_dir: Path | None, resume: b
         out_dir.mkdir(parents=True, exist_ok=True)
     saved = checkpoint.load(out_dir / LAST) if resume else None  # every process reads it: all continue alike
     if saved is not None:
-        try:
-            config = TrainConfig.from_dict(saved["config"])  # the saved config wins: a resumed run is the same run
-        except ValueError as err:  # settings this version does not know: say which file
-            raise checkpoint.CheckpointError(f"{out_dir / LAST}: {err}") from err
+        config = config_of(saved, out_dir / LAST)  # the saved config wins: a resumed run is the same run
     torch.set_num_threads(config.threads or processes.default_threads())
     processes.share(config.batch_size)  # a batch that does not split over the processes is refused before any work
     inputs, val = load_training_set(config, data_dir, processes)
