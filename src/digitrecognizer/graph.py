@@ -34,7 +34,7 @@ class ServingGraph(nn.Module):
     nearest digit class (class means and a shared covariance fitted on the training split; Lee et al., 2018),
     divided by the feature count. Letters and scribbles often get a confident softmax but land far from every
     class. On held-out non-digits, at the same digit acceptance, the convolutional features refuse more than the
-    units before the last layer do (benchmarks/experiments.md)."""
+    units before the last layer do (docs/experiments/not-a-digit.md)."""
 
     def __init__(self, net: nn.Module, class_means: torch.Tensor, precision: torch.Tensor):
         super().__init__()

@@ -21,7 +21,8 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict)
     epochs: int = 40  # length of the learning-rate schedule
     # Train only the first N epochs of that schedule: validation accuracy peaks while a one-cycle schedule's
-    # learning rate is still well above zero, and falls as it anneals (benchmarks/experiments.md).
+    # learning rate is still well above zero, and falls as it anneals
+    # (docs/experiments/network-and-schedule.md).
     stop_after: int | None = None
     batch_size: int = 128
     optimizer: str = "sgd"  # 'sgd' (nesterov, one-cycle) or 'adam' (the original Keras recipe)
@@ -96,7 +97,7 @@ def _unknown_fields(record: dict, kind: type, prefix: str = "") -> list[str]:
 
 
 # Named recipes. Flags given on the command line override them; the choices behind each are in
-# benchmarks/experiments.md. Valid padding (Deotte's Kaggle CNN) halves the work per image of the 'same'-padded
+# docs/experiments/. Valid padding (Deotte's Kaggle CNN) halves the work per image of the 'same'-padded
 # network at the same validation accuracy.
 PRESETS: dict[str, dict] = {
     # The shipped model: MNIST's training digits, one canvas rendering of each digit of the other writers'
