@@ -190,3 +190,41 @@ def test_numbers_of_scans_are_seeded_and_read_digit_by_digit(writers_dir):
     readings = [recognizer.read_number(n.png).text for n in numbers]
     assert [len(r) for r in readings] == [len(n.text) for n in numbers]  # one mark per scan, none split or merged
     assert sum(r == n.text for r, n in zip(readings, numbers)) >= 10
+
+
+def test_uci_counts_reduce_32x32_bitmaps_to_8x8_counts_of_ink():
+    bitmaps = np.zeros((2, 32, 32), np.float32)
+    bitmaps[0, :4, :4] = 1  # one full block
+    bitmaps[1, 4:8, 0:2] = 1  # half a block
+    reduced = writers.uci_counts(writers.Collection("optdigits", np.array([1, 7]), bitmaps=bitmaps))
+    assert reduced.bitmaps.shape == (2, 8, 8) and reduced.name == "optdigits-8x8"
+    assert reduced.bitmaps[0, 0, 0] == 1.0 and reduced.bitmaps[0].sum() == 1.0
+    assert reduced.bitmaps[1, 1, 0] == 0.5 and reduced.bitmaps[1].sum() == 0.5
+    assert list(reduced.labels) == [1, 7]
+
+
+def test_a_coarse_scan_keeps_the_digits_shape_on_a_small_grid(mnist_dir):
+    from digitrecognizer import data
+
+    mnist = data.load_split(mnist_dir, "test")
+    one = mnist.images[np.flatnonzero(mnist.labels == 1)[0]]
+    scan = corpus.coarse_scan(one, 8)
+    assert scan.shape == (8, 8) and scan.max() == 1.0 and scan.min() >= 0.0
+    inked_columns = np.flatnonzero(scan.max(axis=0) > 0.25)
+    assert len(inked_columns) <= 5  # a 1 stays narrow: its box is padded to a square, not stretched
+
+
+def test_coarse_scans_reach_the_model_as_digit_inputs_and_are_cached(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from digitrecognizer import data
+
+    mnist = data.load_split(mnist_dir, "test")
+    config = corpus.CorpusConfig(collections=[], styles=0, negatives=0, coarse_scans=40)
+    scans = corpus.build(config, mnist)
+    assert scans.images.shape == (40, 28, 28) and set(scans.labels) <= set(range(10))
+    assert list((tmp_path / "digitrecognizer" / "corpus").glob("coarse-scans-*.npz"))
+    boxes = [preprocess.bounding_box(x > 0) for x in scans.images]
+    assert all(max(b[0].stop - b[0].start, b[1].stop - b[1].start) == 20 for b in boxes)  # preprocessed like an upload
+    recognizer = Recognizer()
+    read = [p.digit for p in recognizer.predict_inputs(list(scans.images))]
+    assert np.mean(np.array(read) == scans.labels) >= 0.8  # still the digits they were

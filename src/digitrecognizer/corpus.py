@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import negatives, preprocess, styles, writers
 from .constants import NOT_A_DIGIT
@@ -35,6 +36,8 @@ class CorpusConfig:
     tablet_share: float = 0.0  # of the styles, drawn as a low-rate tablet records them (styles.tablet_path)
     tablet_reorder: float = 0.0  # of those, strokes joined in another order and direction
     negatives: int = 16_000  # non-digits, spread evenly over the training families
+    # MNIST training digits as a small scan keeps them (`coarse_scan`), enlarged and preprocessed like an upload.
+    coarse_scans: int = 0
     seed: int = 0
 
     @property
@@ -63,6 +66,35 @@ def collection_inputs(name: str, config: CorpusConfig, writers_dir: str | None) 
             if x is not None:
                 images.append(x)
                 labels.append(collection.labels[i])
+    return MnistSplit(np.stack(images), np.asarray(labels, np.int64))
+
+
+def coarse_scan(image: np.ndarray, cells: int) -> np.ndarray:
+    """A 28x28 digit as a low-resolution scan keeps it: its ink box, padded to a square, averaged down to
+    `cells` x `cells` (UCI's optdigits keep 8 x 8), ink in [0, 1] with the darkest cell full."""
+    rows, cols = np.nonzero(image)
+    box = image[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1].astype(np.float32)
+    side = max(box.shape)
+    square = np.zeros((side, side), np.float32)
+    top, left = (side - box.shape[0]) // 2, (side - box.shape[1]) // 2
+    square[top: top + box.shape[0], left: left + box.shape[1]] = box
+    small = np.asarray(Image.fromarray(square, "F").resize((cells, cells), Image.Resampling.BOX))
+    return small / max(float(small.max()), 1e-6)
+
+
+def coarse_scan_inputs(config: CorpusConfig, mnist: MnistSplit) -> MnistSplit:
+    """MNIST training digits scanned at 7 to 12 cells a side, then drawn and preprocessed as a collection is: the
+    thin, unevenly grey strokes a small scan or a distant photo gives once enlarged."""
+    rng = np.random.default_rng([config.seed, 300])
+    rendering = writers.CanvasRendering(canvas_px=160)
+    images, labels = [], []
+    for i in rng.choice(len(mnist.labels), size=min(config.coarse_scans, len(mnist.labels)), replace=False):
+        scan = coarse_scan(mnist.images[i], int(rng.integers(7, 13)))
+        side = int(rng.uniform(*rendering.side) * rendering.canvas_px)
+        x = preprocess.to_mnist(writers._place(writers.bitmap_ink(scan, side), rng, rendering.canvas_px))
+        if x is not None:
+            images.append(x)
+            labels.append(mnist.labels[i])
     return MnistSplit(np.stack(images), np.asarray(labels, np.int64))
 
 
@@ -110,6 +142,8 @@ def build(config: CorpusConfig, mnist_train: MnistSplit, writers_dir: str | None
     parts = []
     for name in config.collections:
         parts.append(_cached(config, f"collection-{name}", lambda: collection_inputs(name, config, writers_dir)))
+    if config.coarse_scans:
+        parts.append(_cached(config, "coarse-scans", lambda: coarse_scan_inputs(config, mnist_train)))
     if config.styles:
         parts.append(_cached(config, "styles", lambda: style_inputs(config)))
     if config.negatives:

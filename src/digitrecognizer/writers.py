@@ -162,6 +162,15 @@ def load_sklearn_digits() -> Collection:
     return Collection("sklearn", d.target.astype(np.int64), bitmaps=(d.images / 16.0).astype(np.float32))
 
 
+def uci_counts(collection: Collection, block: int = 4) -> Collection:
+    """Binary bitmaps as UCI reduced optdigits for scikit-learn's 8x8 digits: ink counted in `block` x `block`
+    blocks (0 to 16 for 32x32 bitmaps), scaled to [0, 1]. Optdigits so reduced are a validation stand-in for those
+    13 writers, whose figures are only read for a final report."""
+    n, h, w = collection.bitmaps.shape
+    counts = collection.bitmaps.reshape(n, h // block, block, w // block, block).sum(axis=(2, 4)) / block**2
+    return Collection(f"{collection.name}-8x8", collection.labels, bitmaps=counts.astype(np.float32))
+
+
 # ----------------------------------------------------------------------------------------------
 # Rendering on a canvas
 
