@@ -309,7 +309,7 @@ def test_the_default_preset_is_the_recipe_of_the_shipped_model():
 
 
 def test_a_new_schedule_length_is_trained_whole_unless_told_where_to_stop():
-    assert recipes.preset_config("default").last_epoch == 24  # of its 30-epoch schedule
+    assert recipes.preset_config("default").last_epoch == 36  # of its 45-epoch schedule
     assert recipes.preset_config("mnist").last_epoch == 36  # of its 45-epoch schedule
     assert recipes.preset_config("default", epochs=20).last_epoch == 20
     assert recipes.preset_config("default", epochs=20, stop_after=15).last_epoch == 15

@@ -105,7 +105,7 @@ PRESETS: dict[str, dict] = {
     # for the eleventh output. The elastic wobble is gentler
     # than the augmentation's default: a stronger one makes more training digits unreadable.
     "default": {
-        "epochs": 30, "stop_after": 24, "augment": {"elastic_px": 0.5}, "seed": 1, "bn_images": 20_000,
+        "epochs": 45, "stop_after": 36, "augment": {"elastic_px": 0.5}, "seed": 1, "bn_images": 20_000,
         "model_args": {"width": 32, "padding": "valid", "classes": 11},
         "corpus": {"collections": list(writers.COLLECTIONS), "renderings": 1, "styles": 16_000, "tablet_share": 0.35,
                    "negatives": 16_000},
