@@ -212,6 +212,7 @@ def test_a_coarse_scan_keeps_the_digits_shape_on_a_small_grid(mnist_dir):
     assert scan.shape == (8, 8) and scan.max() == 1.0 and scan.min() >= 0.0
     inked_columns = np.flatnonzero(scan.max(axis=0) > 0.25)
     assert len(inked_columns) <= 5  # a 1 stays narrow: its box is padded to a square, not stretched
+    assert not corpus.coarse_scan(np.zeros((28, 28), np.uint8), 8).any()
 
 
 def test_coarse_scans_reach_the_model_as_digit_inputs_and_are_cached(mnist_dir, tmp_path, monkeypatch):

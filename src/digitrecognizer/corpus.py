@@ -71,8 +71,10 @@ def collection_inputs(name: str, config: CorpusConfig, writers_dir: str | None) 
 
 def coarse_scan(image: np.ndarray, cells: int) -> np.ndarray:
     """A 28x28 digit as a low-resolution scan keeps it: its ink box, padded to a square, averaged down to
-    `cells` x `cells` (UCI's optdigits keep 8 x 8), ink in [0, 1] with the darkest cell full."""
+    `cells` x `cells` (UCI's optdigits keep 8 x 8), ink in [0, 1] with the most inked cell full."""
     rows, cols = np.nonzero(image)
+    if len(rows) == 0:
+        return np.zeros((cells, cells), np.float32)
     box = image[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1].astype(np.float32)
     side = max(box.shape)
     square = np.zeros((side, side), np.float32)
