@@ -93,7 +93,7 @@ def coarse_scan_inputs(config: CorpusConfig, mnist: MnistSplit) -> MnistSplit:
     for i in rng.choice(len(mnist.labels), size=min(config.coarse_scans, len(mnist.labels)), replace=False):
         scan = coarse_scan(mnist.images[i], int(rng.integers(7, 13)))
         side = int(rng.uniform(*rendering.side) * rendering.canvas_px)
-        x = preprocess.to_mnist(writers._place(writers.bitmap_ink(scan, side), rng, rendering.canvas_px))
+        x = preprocess.to_mnist(writers.place_on_canvas(writers.bitmap_ink(scan, side), rng, rendering.canvas_px))
         if x is not None:
             images.append(x)
             labels.append(mnist.labels[i])

@@ -113,7 +113,7 @@ def composition_ink(rng: np.random.Generator) -> np.ndarray:
     strokes = styles.hand(strokes, rng)
     side = int(rng.uniform(0.4, 0.85) * CANVAS_PX)
     ink = writers.trajectory_ink(strokes, side, rng.uniform(0.03, 0.1) * side)
-    return writers._place(ink, rng, CANVAS_PX)
+    return writers.place_on_canvas(ink, rng, CANVAS_PX)
 
 
 def _digit_ink(mnist: np.ndarray, rng: np.random.Generator, side_px: int) -> np.ndarray:
@@ -191,7 +191,7 @@ def doodle_ink(rng: np.random.Generator) -> np.ndarray:
     strokes = styles.hand(strokes, rng)
     side = int(rng.uniform(0.4, 0.85) * CANVAS_PX)
     ink = writers.trajectory_ink(strokes, side, rng.uniform(0.03, 0.1) * side)
-    return writers._place(ink, rng, CANVAS_PX)
+    return writers.place_on_canvas(ink, rng, CANVAS_PX)
 
 
 def silhouette_ink(rng: np.random.Generator) -> np.ndarray:

@@ -245,4 +245,4 @@ def render_style(name: str, rng: np.random.Generator,
         strokes = tablet_path(strokes, rng, reorder=reorder)
     side = int(rng.uniform(*rendering.side) * rendering.canvas_px)
     ink = writers.trajectory_ink(strokes, side, rng.uniform(*rendering.pen) * side)
-    return writers._place(ink, rng, rendering.canvas_px)
+    return writers.place_on_canvas(ink, rng, rendering.canvas_px)

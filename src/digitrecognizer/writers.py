@@ -186,7 +186,8 @@ class CanvasRendering:
     smooth: float = 0.0  # share of trajectories drawn as a smooth curve through their points instead of a polyline
 
 
-def _place(ink: np.ndarray, rng: np.random.Generator, canvas_px: int) -> np.ndarray:
+def place_on_canvas(ink: np.ndarray, rng: np.random.Generator, canvas_px: int) -> np.ndarray:
+    """Ink put at a random place on a blank square canvas of `canvas_px` (cut at its edges if larger)."""
     canvas = np.zeros((canvas_px, canvas_px), np.float32)
     h, w = min(ink.shape[0], canvas_px), min(ink.shape[1], canvas_px)
     top, left = rng.integers(0, canvas_px - h + 1), rng.integers(0, canvas_px - w + 1)
@@ -256,7 +257,7 @@ def render_ink(collection: Collection, i: int, rng: np.random.Generator,
         ink = trajectory_ink([points], side, rng.uniform(*rendering.pen) * side)
     else:
         ink = bitmap_ink(collection.bitmaps[i], side)
-    return _place(ink, rng, rendering.canvas_px)
+    return place_on_canvas(ink, rng, rendering.canvas_px)
 
 
 def canvas_pngs(collection: Collection, seed: int, rendering: CanvasRendering = CanvasRendering()) -> list[bytes]:
