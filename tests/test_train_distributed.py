@@ -102,6 +102,18 @@ def test_resume_on_two_processes_after_an_interruption_is_bit_for_bit_the_uninte
     assert not any(differences.values()), {k: v for k, v in differences.items() if v}
 
 
+def test_fit_frees_the_data_parallel_module_before_leaving_the_process_group(mnist_dir, tmp_path):
+    # Left to a later garbage collection, DistributedDataParallel (which holds the process group) can be freed at
+    # interpreter exit, where gloo's threads abort the process now and then ("terminate called without an active
+    # exception"). With collection off, what fit leaves behind stays countable.
+    result = fit_on_two_processes(tiny_config(epochs=1, limit_train=640), tmp_path / "run", mnist_dir,
+                                  "--report-data-parallel")
+    assert result.returncode == 0, result.stderr
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in reports) == [0, 1]
+    assert all(r["data_parallel_alive"] == 0 for r in reports), reports
+
+
 def test_cli_under_torchrun_stops_on_ctrl_c_and_resumes_to_the_last_epoch(mnist_dir, tmp_path, wait_for_first_epoch):
     out = tmp_path / "run"
     command = torchrun("-m", "digitrecognizer.cli", "train", "--preset", "quick", "--limit-train", "2048",

@@ -3,6 +3,7 @@ at a step) and `batchnorm` (GlobalBatchNorm on shares of a batch against BatchNo
 
 import argparse
 import copy
+import gc
 import json
 from pathlib import Path
 
@@ -16,11 +17,16 @@ def fit(args: argparse.Namespace) -> int:
         if step == args.stop_at_step:
             raise KeyboardInterrupt  # on every process at the same step, as a Ctrl-C is obeyed
 
+    if args.report_data_parallel:
+        gc.disable()  # what `fit` leaves in reference cycles stays where this process can count it
     try:
         train.fit(recipes.TrainConfig.from_dict(json.loads(args.config)), args.out, args.data_dir, resume=args.resume,
                   on_step=stop_at, progress=False, command="tests/under_torchrun.py fit")
     except KeyboardInterrupt:
         return 130
+    if args.report_data_parallel:
+        alive = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+        print(json.dumps({"rank": distributed.Processes.from_environment().rank, "data_parallel_alive": alive}))
     return 0
 
 
@@ -72,6 +78,8 @@ def main() -> int:
     p.add_argument("data_dir", type=Path)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--stop-at-step", type=int, help="raise KeyboardInterrupt on every process at this step")
+    p.add_argument("--report-data-parallel", action="store_true",
+                   help="with garbage collection off, print how many DistributedDataParallel modules outlive fit")
     p.set_defaults(func=fit)
     p = commands.add_parser("batchnorm")
     p.set_defaults(func=batchnorm)

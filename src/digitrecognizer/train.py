@@ -3,6 +3,7 @@ each, and resumes exactly where a run stopped (torch)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import shlex
 import sys
@@ -325,7 +326,13 @@ def fit(
     with distributed.joined(processes):
         trainer, rng = prepare(config, Path(out_dir), data_dir, resume, command, processes,
                                Hooks(progress, on_step, on_epoch_end))
-        return trainer.train(rng)
+        run = trainer.train(rng)
+        # DistributedDataParallel holds the process group, and sits in reference cycles: freed only by a later
+        # garbage collection, perhaps at interpreter exit, where gloo's threads end in "terminate called without an
+        # active exception". Free it while the group is alive.
+        del trainer
+        gc.collect()
+    return run
 
 
 def prepare(config: TrainConfig, out_dir: Path, data_dir: Path | None, resume: bool, command: str | None,
