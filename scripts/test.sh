@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (a virtual environment with the dev extras; Debian's Chromium for the
-# browser tests and PostgreSQL for the feedback store's tests) and runs the whole pytest suite. Extra arguments
-# go to pytest.
+# browser tests, PostgreSQL for the feedback store's tests, and the fonts training draws letters from) and runs
+# the whole pytest suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 # (tests/conftest.py); whatever cluster the package itself sets up is not used.
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# The fonts the default recipe draws its non-digit letters and signs from (src/digitrecognizer/negatives.py).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf ] || missing+=(fonts-dejavu-extra)
+[ -d /usr/share/fonts/truetype/liberation ] || missing+=(fonts-liberation)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
     as_root=""
