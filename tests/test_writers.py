@@ -137,6 +137,17 @@ def test_compositions_are_several_separate_marks():
 def test_letters_that_look_like_digits_are_in_no_non_digit_family():
     disguised = set("OoDQIlijZzSsbGBgq")
     assert not disguised & set(negatives.UPPERCASE + negatives.LOWERCASE + negatives.SYMBOLS)
+    # Nor, among other alphabets, what looks like a digit or like a held-out lowercase Latin letter.
+    assert not set("ΘΦφθΣεδσБЗЧЭЮ∞⊗∫∂αγηικμνρτυχω∩∪⊂×") & set(negatives.OTHER_ALPHABETS)
+
+
+def test_a_glyph_no_font_has_is_never_drawn_as_a_box():
+    assert all(negatives.fonts_with(c) for c in negatives.OTHER_ALPHABETS)  # the fonts the test setup installs
+    assert negatives.fonts_with("A") == negatives.font_files()
+    assert not negatives.fonts_with("\ue000")  # a private-use character: no font has it
+    for seed in range(5):
+        drawn = negatives.glyph_ink("\ue000A", np.random.default_rng(seed))
+        assert np.array_equal(drawn, negatives.glyph_ink("A", np.random.default_rng(seed)))
 
 
 def test_held_out_non_digit_families_are_not_training_families():
@@ -179,6 +190,23 @@ def test_the_corpus_labels_non_digits_with_the_eleventh_output_and_is_cached(mni
     monkeypatch.setitem(negatives.TRAINING_FAMILIES, "dots", lambda rng, _: negatives.speck_ink(rng))
     corpus.build(config, mnist)
     assert len(list((tmp_path / "digitrecognizer" / "corpus").glob("negatives-*.npz"))) == 2
+
+
+def test_an_optional_family_adds_its_own_non_digits_and_an_unknown_one_is_refused(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from digitrecognizer import data
+
+    mnist = data.load_split(mnist_dir, "test")
+    per_family, families = 2, len(negatives.TRAINING_FAMILIES)
+    count = per_family * (families + 1)
+    plain = corpus.build(corpus.CorpusConfig(collections=[], styles=0, negatives=count), mnist)
+    more = corpus.build(corpus.CorpusConfig(collections=[], styles=0, negatives=count,
+                                            extra_families=["other alphabets"]), mnist)
+    assert len(plain.images) == per_family * families and len(more.images) == count
+    assert np.array_equal(more.images[: len(plain.images)], plain.images)  # the same families first, then the new one
+    assert np.all(more.labels == corpus.NOT_A_DIGIT)
+    with pytest.raises(ValueError, match="other alphabets"):
+        corpus.CorpusConfig(extra_families=["runes"])
 
 
 def test_numbers_of_scans_are_seeded_and_read_digit_by_digit(writers_dir):

@@ -36,9 +36,16 @@ class CorpusConfig:
     tablet_share: float = 0.0  # of the styles, drawn as a low-rate tablet records them (styles.tablet_path)
     tablet_reorder: float = 0.0  # of those, strokes joined in another order and direction
     negatives: int = 16_000  # non-digits, spread evenly over the training families
+    # Names of negatives.OPTIONAL_FAMILIES trained on as well: `negatives` is then spread over those too.
+    extra_families: list[str] = field(default_factory=list)
     # MNIST training digits as a small scan keeps them (`coarse_scan`), enlarged and preprocessed like an upload.
     coarse_scans: int = 0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.extra_families) - set(negatives.OPTIONAL_FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown non-digit families {unknown}: choose from {sorted(negatives.OPTIONAL_FAMILIES)}")
 
     @property
     def enabled(self) -> bool:
@@ -112,7 +119,8 @@ def style_inputs(config: CorpusConfig) -> MnistSplit:
 
 def negative_inputs(config: CorpusConfig, mnist_images: np.ndarray) -> MnistSplit:
     rng = np.random.default_rng([config.seed, 200])
-    families = list(negatives.TRAINING_FAMILIES.values())
+    families = [*negatives.TRAINING_FAMILIES.values(),
+                *(negatives.OPTIONAL_FAMILIES[name] for name in config.extra_families)]
     per_family = config.negatives // len(families)
     images = np.concatenate([_until(per_family, lambda: family(rng, mnist_images)) for family in families])
     return MnistSplit(images, np.full(len(images), NOT_A_DIGIT, np.int64))

@@ -19,29 +19,54 @@ UPPERCASE = "ACEFHJKLMNPRTUVWXY"
 LOWERCASE = "acdefhkmnprtuvwxy"
 # ASCII only: a glyph missing from a font is drawn as a box, which is a 0 to a reader.
 SYMBOLS = "#%&@*+=?<>~$^{}"
+# Greek and Cyrillic capitals and signs: letters and symbols beyond the Latin alphabet, so that the idea learned is
+# "a letter or a sign", not a list of 26. Left out: what is shaped like a digit (Θ Φ φ θ Σ ε δ σ Б З Ч Э Ю ∞ ⊗ ∫ ∂),
+# like a lowercase Latin letter, the held-out family (α γ η ι κ μ ν ρ τ υ χ ω, ∩ ∪ ⊂ ×; Cyrillic lowercase, whose
+# italic forms are Latin ones), or like a held-out doodle (arrows, hearts, a house). Drawn only from fonts that have
+# the glyph.
+OTHER_ALPHABETS = "ΓΔΛΞΠΨΩλπψДЖИЙЛПЦШЩЫЯ±÷√≈≠≤≥∇∠⊕€¥¶✓"
 FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
 
 
 @functools.cache
 def font_files() -> tuple[str, ...]:
-    """The TrueType fonts installed (Debian's fonts-dejavu at least, which the test setup installs)."""
+    """The TrueType and OpenType fonts installed: Debian's fonts-dejavu and fonts-liberation, which scripts/test.sh
+    installs."""
     found = sorted(str(p) for d in FONT_DIRS if d.is_dir() for p in d.rglob("*.[ot]tf"))
     return tuple(found)
 
 
-def _font(rng: np.random.Generator, size: int) -> ImageFont.FreeTypeFont:
-    files = font_files()
+@functools.cache
+def fonts_with(char: str) -> tuple[str, ...]:
+    """The installed fonts that have a glyph for `char` (all of them for ASCII)."""
+    if char.isascii():
+        return font_files()
+    return tuple(f for f in font_files() if ord(char) in _characters(f))
+
+
+@functools.cache
+def _characters(font_file: str) -> frozenset[int]:
+    from fontTools.ttLib import TTFont  # in the train extra: only training draws glyphs beyond ASCII
+
+    with TTFont(font_file, lazy=True) as font:
+        return frozenset(font.getBestCmap())
+
+
+def _font(rng: np.random.Generator, size: int, char: str) -> ImageFont.FreeTypeFont:
+    files = fonts_with(char)
     if not files:
         return ImageFont.load_default(size=size)
     return ImageFont.truetype(files[rng.integers(len(files))], size)
 
 
 def glyph_ink(chars: str, rng: np.random.Generator) -> np.ndarray:
-    """One character from a random installed font, with a random pen outline, as ink."""
+    """One character from a random installed font that has it, with a random pen outline, as ink."""
+    chars = "".join(c for c in chars if c.isascii() or fonts_with(c)) or SYMBOLS  # no box for a missing glyph
     image = Image.new("L", (CANVAS_PX, CANVAS_PX), 0)
     draw = ImageDraw.Draw(image)
     size = int(rng.uniform(0.35, 0.75) * CANVAS_PX)
-    draw.text((CANVAS_PX / 2, CANVAS_PX / 2), chars[rng.integers(len(chars))], fill=255, font=_font(rng, size),
+    char = chars[rng.integers(len(chars))]
+    draw.text((CANVAS_PX / 2, CANVAS_PX / 2), char, fill=255, font=_font(rng, size, char),
               anchor="mm", stroke_width=int(rng.integers(0, max(2, size // 12))), stroke_fill=255)
     return np.asarray(image, np.float32) / 255
 
@@ -247,6 +272,11 @@ TRAINING_FAMILIES: dict[str, Family] = {
     "compositions": lambda rng, _: composition_ink(rng),
     "squeezed digits": lambda rng, mnist: squeezed_digits_ink(mnist, rng),
     "scratched digits": lambda rng, mnist: scratched_digit_ink(mnist, rng),
+}
+# Families a recipe may add (`CorpusConfig.extra_families`); tried, and in no preset
+# (docs/experiments/not-a-digit.md#letters-of-other-alphabets-tried-not-adopted).
+OPTIONAL_FAMILIES: dict[str, Family] = {
+    "other alphabets": lambda rng, _: glyph_ink(OTHER_ALPHABETS, rng),
 }
 HELD_OUT_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "lowercase letters": lambda rng: glyph_ink(LOWERCASE, rng),
