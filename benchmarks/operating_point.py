@@ -1,6 +1,7 @@
 """Benchmark: the not-a-digit trade-off on the validation split, at several shares of digits accepted.
 
     python benchmarks/operating_point.py --data-dir ../shared/data/mnist [--model DIR ...]
+                                         [--shares OUTPUT,CONFIDENCE,NOVELTY ...] [--acceptance LEVEL ...]
 
 For each model and each acceptance level, the two thresholds are fitted exactly as the export fits them
 (`notdigit.fit_inputs` and `notdigit.fit_thresholds`: the same 6,000 clean and 1,200 drawn validation digits,
@@ -10,7 +11,8 @@ non-digits (seeds 1 and 99), and filled blobs (`negatives.VALIDATION_FAMILIES`: 
 rendered non-digits lack). A refused digit counts as an error, as for the person who drew it. Each level
 also prints how far each style's drawn accuracy falls below clean validation accuracy (the target is at
 most 0.3 points in every style). This is where `notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is
-not read.
+not read. `--shares` splits the refusals between the not-a-digit output, the confidence and the novelty otherwise
+than the export does (`notdigit.SHARES_WITH_OUTPUT`), one line per split.
 
 Preprocessing does not depend on the model, so every drawing is preprocessed once and all models are
 measured on the same inputs.
@@ -19,6 +21,7 @@ measured on the same inputs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -32,12 +35,25 @@ ACCEPTANCE_LEVELS = (0.997, 0.998, 0.9985, 0.999, 0.9995)
 BLOB_SEED, BLOBS = 41, 600
 
 
+def parse_shares(text: str) -> dict[str, float]:
+    values = [float(v) for v in text.split(",")]
+    if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(f"{text!r}: three shares (output, confidence, novelty) that sum to 1")
+    return dict(zip(notdigit.SHARES_WITH_OUTPUT, values))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--model", type=Path, action="append", help="model folder (repeatable; default: shipped)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--shares", type=parse_shares, action="append",
+                        help="refusal shares of the output, confidence and novelty, e.g. 0.8,0.1,0.1 (repeatable; "
+                             "default: the export's)")
+    parser.add_argument("--acceptance", type=float, action="append",
+                        help=f"share of fit digits accepted (repeatable; default: {ACCEPTANCE_LEVELS})")
     args = parser.parse_args()
+    levels = args.acceptance or ACCEPTANCE_LEVELS
     # The split every run of the default recipe holds out (the validation split has its own fixed seed).
     val = TrainConfig().split(data.load_split(args.data_dir, "train"))[1]
 
@@ -66,8 +82,8 @@ def main() -> None:
                      f"{clean_acc:.2%} ({clean_errors} errors of {len(val):,}); drawn: "
                      f"{len(drawn_labels):,} digits, non-digits: seed 1 x {len(non_digits[1][1])}, seed 99 x "
                      f"{len(non_digits[99][1])}, filled blobs x {BLOBS}")
-        for acceptance in ACCEPTANCE_LEVELS:
-            thresholds = notdigit.fit_thresholds(fit_p.max(1), fit_n.novelty, fit_n.not_digit, acceptance)
+        for acceptance, shares in itertools.product(levels, args.shares or [None]):
+            thresholds = notdigit.fit_thresholds(fit_p.max(1), fit_n.novelty, fit_n.not_digit, acceptance, shares)
             min_conf, max_nov = thresholds.min_confidence, thresholds.max_novelty
 
             def accepted(p: np.ndarray, s: Scores) -> np.ndarray:
@@ -80,7 +96,8 @@ def main() -> None:
             drops = [100 * (clean_acc - right[drawn_style == k].mean()) for k in range(len(synth.CANVAS_STYLES))]
             refused_nd = {seed: float(np.mean(~(accepted(*nd_scores[seed]) & ~blank)))
                           for seed, (_, blank) in non_digits.items()}
-            row = {"model": rec.version, "acceptance": acceptance, "min_confidence": min_conf, "max_novelty": max_nov,
+            row = {"model": rec.version, "acceptance": acceptance, "shares": shares,
+                   "min_confidence": min_conf, "max_novelty": max_nov,
                    "max_not_digit": thresholds.max_not_digit,
                    "clean_errors": clean_errors, "clean_accepted": float(accepted(clean_p, clean_n).mean()),
                    "drawn_misread": misread, "drawn_refused": refused,
@@ -88,12 +105,13 @@ def main() -> None:
                    "non_digits_refused_seed1": refused_nd[1], "non_digits_refused_seed99": refused_nd[99],
                    "filled_blobs_refused": refused_nd["blobs"]}
             results.append(row)
-            lines.append(f"  accept {acceptance:.2%}: confidence >= {min_conf:.3f}, novelty <= {max_nov:.2f} | clean "
+            split = f" shares {'/'.join(f'{v:g}' for v in shares.values())}" if shares else ""
+            lines.append(f"  accept {acceptance:.2%}{split}: confidence >= {min_conf:.3f}, novelty <= {max_nov:.2f} | clean "
                          f"accepted {row['clean_accepted']:.2%} | drawn errors {misread} misread + {refused} refused "
                          f"= {misread + refused} (style drops {' / '.join(f'{d:.2f}' for d in drops)} points) | "
                          f"non-digits refused {refused_nd[1]:.1%} (seed 1), {refused_nd[99]:.1%} (seed 99) | filled blobs "
                          f"refused {refused_nd['blobs']:.1%}")
-        print("\n".join(lines[-1 - len(ACCEPTANCE_LEVELS):]), flush=True)
+        print("\n".join(lines[-1 - len(levels) * len(args.shares or [None]):]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "operating_point.txt").write_text("\n".join(lines) + "\n")
     (args.out / "operating_point.json").write_text(json.dumps(results, indent=2))

@@ -27,6 +27,16 @@ def test_thresholds_accept_about_the_target_share_of_the_fit_digits(with_output)
     assert (thresholds.max_not_digit < 1.0) == with_output
 
 
+def test_shares_say_which_signal_refuses_the_fit_digits():
+    confidence, novelty, not_digit = _signals(200_000, with_output=True)
+    only_output = notdigit.fit_thresholds(confidence, novelty, not_digit, acceptance=0.99,
+                                          shares={"max_not_digit": 1.0, "min_confidence": 0.0, "max_novelty": 0.0})
+    assert only_output.min_confidence == confidence.min() and only_output.max_novelty == novelty.max()
+    assert 0.988 <= np.mean(not_digit <= only_output.max_not_digit) <= 0.992
+    default = notdigit.fit_thresholds(confidence, novelty, not_digit, acceptance=0.99)
+    assert default.max_not_digit > only_output.max_not_digit  # the default leaves a fifth of the refusals to the others
+
+
 def test_accepted_applies_the_cards_rule_to_calibrated_probabilities():
     rng = np.random.default_rng(1)
     scores = Scores(rng.normal(0, 3, (50, 10)), rng.gamma(2.0, 1.0, 50), rng.uniform(0, 0.5, 50))

@@ -37,11 +37,12 @@ def fit_inputs(val: MnistSplit) -> np.ndarray:
 
 
 def fit_thresholds(confidence: np.ndarray, novelty: np.ndarray, not_digit: np.ndarray,
-                   acceptance: float = TARGET_DIGIT_ACCEPTANCE) -> NotDigit:
-    """Thresholds accepting about `acceptance` of the fit digits, the refusals shared between the signals."""
+                   acceptance: float = TARGET_DIGIT_ACCEPTANCE, shares: dict[str, float] | None = None) -> NotDigit:
+    """Thresholds accepting about `acceptance` of the fit digits, the refusals shared between the signals
+    (`shares`, keyed like SHARES_WITH_OUTPUT; default: that, or SHARES_WITHOUT_OUTPUT for ten-output networks)."""
     refused = 1 - acceptance
     has_output = bool(np.any(not_digit > 0))
-    shares = SHARES_WITH_OUTPUT if has_output else SHARES_WITHOUT_OUTPUT
+    shares = shares or (SHARES_WITH_OUTPUT if has_output else SHARES_WITHOUT_OUTPUT)
     max_not_digit = float(np.quantile(not_digit, 1 - refused * shares["max_not_digit"])) if has_output else 1.0
     return NotDigit(signal=SIGNAL,
                     min_confidence=float(np.quantile(confidence, refused * shares["min_confidence"])),
