@@ -1,5 +1,5 @@
 """Things people draw that are not digits, in families: those the model learns to refuse, and those held out to
-measure whether it learned the idea "not a digit" rather than a list (numpy, Pillow)."""
+measure whether it learned the idea "not a digit" rather than a list (numpy, Pillow, fontTools)."""
 
 from __future__ import annotations
 
