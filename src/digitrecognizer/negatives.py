@@ -25,14 +25,15 @@ SYMBOLS = "#%&@*+=?<>~$^{}"
 # italic forms are Latin ones), or like a held-out doodle (arrows, hearts, a house). Drawn only from fonts that have
 # the glyph.
 OTHER_ALPHABETS = "ΓΔΛΞΠΨΩλπψДЖИЙЛПЦШЩЫЯ±÷√≈≠≤≥∇∠⊕€¥¶✓"
-FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
+# Debian's fonts-dejavu and fonts-liberation, which scripts/test.sh installs; other installed fonts are not used, so
+# that every machine with these packages renders the same corpus.
+FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/truetype/liberation"))
 
 
 @functools.cache
 def font_files() -> tuple[str, ...]:
-    """The TrueType and OpenType fonts installed: Debian's fonts-dejavu and fonts-liberation, which scripts/test.sh
-    installs."""
-    found = sorted(str(p) for d in FONT_DIRS if d.is_dir() for p in d.rglob("*.[ot]tf"))
+    """The installed fonts of FONT_DIRS."""
+    found = sorted(str(p) for d in FONT_DIRS if d.is_dir() for p in d.rglob("*.ttf"))
     return tuple(found)
 
 
