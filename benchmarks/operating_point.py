@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--acceptance", type=float, action="append",
                         help=f"share of fit digits accepted (repeatable; default: {ACCEPTANCE_LEVELS})")
     args = parser.parse_args()
-    levels = args.acceptance or ACCEPTANCE_LEVELS
+    levels, splits = args.acceptance or ACCEPTANCE_LEVELS, args.shares or [None]
     # The split every run of the default recipe holds out (the validation split has its own fixed seed).
     val = TrainConfig().split(data.load_split(args.data_dir, "train"))[1]
 
@@ -82,7 +82,7 @@ def main() -> None:
                      f"{clean_acc:.2%} ({clean_errors} errors of {len(val):,}); drawn: "
                      f"{len(drawn_labels):,} digits, non-digits: seed 1 x {len(non_digits[1][1])}, seed 99 x "
                      f"{len(non_digits[99][1])}, filled blobs x {BLOBS}")
-        for acceptance, shares in itertools.product(levels, args.shares or [None]):
+        for acceptance, shares in itertools.product(levels, splits):
             thresholds = notdigit.fit_thresholds(fit_p.max(1), fit_n.novelty, fit_n.not_digit, acceptance, shares)
             min_conf, max_nov = thresholds.min_confidence, thresholds.max_novelty
 
@@ -111,7 +111,7 @@ def main() -> None:
                          f"= {misread + refused} (style drops {' / '.join(f'{d:.2f}' for d in drops)} points) | "
                          f"non-digits refused {refused_nd[1]:.1%} (seed 1), {refused_nd[99]:.1%} (seed 99) | filled blobs "
                          f"refused {refused_nd['blobs']:.1%}")
-        print("\n".join(lines[-1 - len(levels) * len(args.shares or [None]):]), flush=True)
+        print("\n".join(lines[-1 - len(levels) * len(splits):]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "operating_point.txt").write_text("\n".join(lines) + "\n")
     (args.out / "operating_point.json").write_text(json.dumps(results, indent=2))

@@ -60,9 +60,15 @@ def _font(rng: np.random.Generator, size: int, char: str) -> ImageFont.FreeTypeF
     return ImageFont.truetype(files[rng.integers(len(files))], size)
 
 
+@functools.cache
+def _drawable(chars: str) -> str:
+    """The characters of `chars` some installed font has: a missing glyph is drawn as a box, which is a 0."""
+    return "".join(c for c in chars if c.isascii() or fonts_with(c)) or SYMBOLS
+
+
 def glyph_ink(chars: str, rng: np.random.Generator) -> np.ndarray:
     """One character from a random installed font that has it, with a random pen outline, as ink."""
-    chars = "".join(c for c in chars if c.isascii() or fonts_with(c)) or SYMBOLS  # no box for a missing glyph
+    chars = _drawable(chars)
     image = Image.new("L", (CANVAS_PX, CANVAS_PX), 0)
     draw = ImageDraw.Draw(image)
     size = int(rng.uniform(0.35, 0.75) * CANVAS_PX)
