@@ -7,8 +7,8 @@ For each model and each acceptance level, the two thresholds are fitted exactly 
 (`notdigit.fit_inputs` and `notdigit.fit_thresholds`: the same 6,000 clean and 1,200 drawn validation digits,
 the refusals shared between the signals), then measured on what they were not fitted on: all 6,000 validation digits drawn
 in each of the four canvas styles (the drawings of `robustness.py --split validation`), rendered
-non-digits (seeds 1 and 99), and filled blobs (`negatives.VALIDATION_FAMILIES`: filled shapes, which the
-rendered non-digits lack). A refused digit counts as an error, as for the person who drew it. Each level
+non-digits (seeds 1 and 99), and the validation families of `negatives.VALIDATION_FAMILIES` (filled blobs, which
+the rendered non-digits lack; lowercase letters drawn as pen strokes; round outlines with marks inside or around). A refused digit counts as an error, as for the person who drew it. Each level
 also prints how far each style's drawn accuracy falls below clean validation accuracy (the target is at
 most 0.3 points in every style). This is where `notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is
 not read. `--shares` splits the refusals between the not-a-digit output, the confidence and the novelty otherwise
@@ -32,7 +32,8 @@ from digitrecognizer.recognizer import Scores, softmax
 from digitrecognizer.recipes import TrainConfig
 
 ACCEPTANCE_LEVELS = (0.997, 0.998, 0.9985, 0.999, 0.9995)
-BLOB_SEED, BLOBS = 41, 600
+# Each validation family's seed: fixed, so every result file measures the same drawings.
+FAMILY_SEEDS, FAMILY_SIZE = dict(zip(negatives.VALIDATION_FAMILIES, (41, 42, 43))), 600
 
 
 def parse_shares(text: str) -> dict[str, float]:
@@ -61,8 +62,8 @@ def main() -> None:
     drawn_digits = synth.drawn_digits(val.images, val.labels, len(val), 100)  # as robustness.py
     (drawn, drawn_blank), drawn_labels, drawn_style = drawn_digits.preprocessed(), drawn_digits.labels, drawn_digits.styles
     non_digits = {seed: synth.preprocessed(synth.non_digit_set(n, seed)) for seed, n in ((1, 1000), (99, 400))}
-    non_digits["blobs"] = synth.preprocessed(
-        negatives.family_canvases(negatives.VALIDATION_FAMILIES["filled blobs"], BLOBS, BLOB_SEED))
+    for family, make in negatives.VALIDATION_FAMILIES.items():
+        non_digits[family] = synth.preprocessed(negatives.family_canvases(make, FAMILY_SIZE, FAMILY_SEEDS[family]))
 
     results, lines = [], []
     for model in args.model or [None]:
@@ -81,7 +82,7 @@ def main() -> None:
         lines.append(f"{rec.version} ({model or 'shipped'}): clean validation accuracy "
                      f"{clean_acc:.2%} ({clean_errors} errors of {len(val):,}); drawn: "
                      f"{len(drawn_labels):,} digits, non-digits: seed 1 x {len(non_digits[1][1])}, seed 99 x "
-                     f"{len(non_digits[99][1])}, filled blobs x {BLOBS}")
+                     f"{len(non_digits[99][1])}, {', '.join(negatives.VALIDATION_FAMILIES)} x {FAMILY_SIZE} each")
         for acceptance, shares in itertools.product(levels, splits):
             thresholds = notdigit.fit_thresholds(fit_p.max(1), fit_n.novelty, fit_n.not_digit, acceptance, shares)
             min_conf, max_nov = thresholds.min_confidence, thresholds.max_novelty
@@ -103,14 +104,15 @@ def main() -> None:
                    "drawn_misread": misread, "drawn_refused": refused,
                    "style_drop_points": dict(zip(synth.CANVAS_STYLES, drops)),
                    "non_digits_refused_seed1": refused_nd[1], "non_digits_refused_seed99": refused_nd[99],
-                   "filled_blobs_refused": refused_nd["blobs"]}
+                   **{f"{family.replace(' ', '_')}_refused": refused_nd[family] for family in negatives.VALIDATION_FAMILIES}}
             results.append(row)
             split = f" shares {'/'.join(f'{v:g}' for v in shares.values())}" if shares else ""
             lines.append(f"  accept {acceptance:.2%}{split}: confidence >= {min_conf:.3f}, novelty <= {max_nov:.2f} | clean "
                          f"accepted {row['clean_accepted']:.2%} | drawn errors {misread} misread + {refused} refused "
                          f"= {misread + refused} (style drops {' / '.join(f'{d:.2f}' for d in drops)} points) | "
-                         f"non-digits refused {refused_nd[1]:.1%} (seed 1), {refused_nd[99]:.1%} (seed 99) | filled blobs "
-                         f"refused {refused_nd['blobs']:.1%}")
+                         f"non-digits refused {refused_nd[1]:.1%} (seed 1), {refused_nd[99]:.1%} (seed 99) | "
+                         + ", ".join(f"{family} {refused_nd[family]:.1%}" for family in negatives.VALIDATION_FAMILIES)
+                         + " refused")
         print("\n".join(lines[-1 - len(levels) * len(splits):]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "operating_point.txt").write_text("\n".join(lines) + "\n")

@@ -164,6 +164,25 @@ def test_filled_blobs_are_solid_shapes_not_bars():
         assert min(height, width) / max(height, width) > 0.3  # not a bar, which could be a thick 1
 
 
+def test_pen_letters_are_lowercase_letters_that_are_not_digits_in_disguise():
+    assert set(negatives.PEN_LETTERS) <= set(negatives.LOWERCASE)
+    for letter, strokes in negatives.PEN_LETTERS.items():
+        points = np.concatenate(strokes())
+        assert points.min() >= -0.05 and points.max() <= 1.05, letter  # drawn in the unit box
+    drawn = [negatives.pen_letter_ink(np.random.default_rng(seed)) for seed in range(10)]
+    assert all(ink.shape == (negatives.CANVAS_PX,) * 2 and ink.max() > 0.9 for ink in drawn)
+    assert not np.array_equal(drawn[0], drawn[1])
+
+
+def test_pictures_never_have_a_single_mark_which_is_how_some_people_write_a_zero():
+    for seed in range(200):
+        assert len(negatives.picture_details(np.random.default_rng(seed), 0.3, reach=0.5)) >= 2
+        ring = negatives.ring_picture_strokes(np.random.default_rng(seed))[0]
+        assert np.allclose(ring[0], ring[-1])  # a closed outline
+    framed = negatives.OPTIONAL_FAMILIES["framed pictures"]
+    assert framed(np.random.default_rng(0), None).shape == (negatives.CANVAS_PX,) * 2
+
+
 def test_family_canvases_are_seeded_and_take_the_canvas_styles_in_turn():
     make = negatives.VALIDATION_FAMILIES["filled blobs"]
     first, again = negatives.family_canvases(make, 8, seed=5), negatives.family_canvases(make, 8, seed=5)

@@ -123,6 +123,15 @@ def speck_ink(rng: np.random.Generator) -> np.ndarray:
     return np.asarray(image, np.float32) / 255
 
 
+def hand_drawn(strokes: list[np.ndarray], rng: np.random.Generator, pen: tuple[float, float] = (0.03, 0.1)) -> np.ndarray:
+    """Strokes in the unit box as a person draws them (`styles.hand`), at a random size and pen width (a share of
+    the drawing's size), placed at a random spot of a blank canvas."""
+    strokes = styles.hand(strokes, rng)
+    side = int(rng.uniform(0.4, 0.85) * CANVAS_PX)
+    ink = writers.trajectory_ink(strokes, side, rng.uniform(*pen) * side)
+    return writers.place_on_canvas(ink, rng, CANVAS_PX)
+
+
 def composition_ink(rng: np.random.Generator) -> np.ndarray:
     """A picture of four to seven simple marks (a ring, arcs, strokes, dots) scattered over one box: what a
     drawing is made of, put together in no digit's shape. One ring at most: two rings and a stroke make an 8."""
@@ -142,10 +151,7 @@ def composition_ink(rng: np.random.Generator) -> np.ndarray:
             strokes.append(styles.line((cx, cy), (cx + r * np.cos(a), cy + r * np.sin(a)), 4))
         else:
             strokes.append(styles.arc(cx, cy, 0.02, 0.02, 0, 360, 6))
-    strokes = styles.hand(strokes, rng)
-    side = int(rng.uniform(0.4, 0.85) * CANVAS_PX)
-    ink = writers.trajectory_ink(strokes, side, rng.uniform(0.03, 0.1) * side)
-    return writers.place_on_canvas(ink, rng, CANVAS_PX)
+    return hand_drawn(strokes, rng)
 
 
 def _digit_ink(mnist: np.ndarray, rng: np.random.Generator, side_px: int) -> np.ndarray:
@@ -220,10 +226,7 @@ def doodle_ink(rng: np.random.Generator) -> np.ndarray:
     else:
         strokes = [np.vstack([styles.arc(0.25, 0.6, 0.2, 0.2, 90, 270, 10), styles.arc(0.5, 0.4, 0.25, 0.25, 180, 360, 12),
                               styles.arc(0.78, 0.6, 0.2, 0.2, 270, 450, 10), styles.line((0.78, 0.8), (0.25, 0.8))])]
-    strokes = styles.hand(strokes, rng)
-    side = int(rng.uniform(0.4, 0.85) * CANVAS_PX)
-    ink = writers.trajectory_ink(strokes, side, rng.uniform(0.03, 0.1) * side)
-    return writers.place_on_canvas(ink, rng, CANVAS_PX)
+    return hand_drawn(strokes, rng)
 
 
 def silhouette_ink(rng: np.random.Generator) -> np.ndarray:
@@ -268,6 +271,99 @@ def blob_ink(rng: np.random.Generator) -> np.ndarray:
     return np.asarray(image, np.float32) / 255
 
 
+# Lowercase letters as pen strokes, in the unit box (y down); those that are digits in disguise are left out, as in
+# LOWERCASE.
+PEN_LETTERS: dict[str, Callable[[], list[np.ndarray]]] = {
+    "a": lambda: [styles.arc(0.45, 0.55, 0.35, 0.4, -20, 340, 28), styles.line((0.8, 0.2), (0.85, 1))],
+    "c": lambda: [styles.arc(0.55, 0.5, 0.4, 0.45, -40, -320, 24)],
+    "e": lambda: [styles.line((0.15, 0.5), (0.85, 0.5), 4), styles.arc(0.5, 0.5, 0.35, 0.45, 0, -310, 24)],
+    "h": lambda: [styles.line((0.2, 0), (0.2, 1)), styles.arc(0.5, 0.65, 0.3, 0.25, 180, 360, 12),
+                  styles.line((0.8, 0.65), (0.8, 1), 4)],
+    "k": lambda: [styles.line((0.2, 0), (0.2, 1)), np.array([[0.75, 0.4], [0.2, 0.72], [0.8, 1]], np.float32)],
+    "m": lambda: [styles.line((0.1, 0.2), (0.1, 1)), styles.arc(0.3, 0.45, 0.2, 0.25, 180, 360, 10),
+                  styles.line((0.5, 0.45), (0.5, 1), 4), styles.arc(0.7, 0.45, 0.2, 0.25, 180, 360, 10),
+                  styles.line((0.9, 0.45), (0.9, 1), 4)],
+    "n": lambda: [styles.line((0.2, 0.15), (0.2, 1)), styles.arc(0.5, 0.45, 0.3, 0.3, 180, 360, 12),
+                  styles.line((0.8, 0.45), (0.8, 1), 4)],
+    "r": lambda: [styles.line((0.3, 0.1), (0.3, 1)), styles.arc(0.6, 0.45, 0.3, 0.3, 180, 300, 10)],
+    "t": lambda: [np.vstack([styles.line((0.45, 0), (0.45, 0.8)), styles.arc(0.6, 0.8, 0.15, 0.2, 180, 60, 8)]),
+                  styles.line((0.15, 0.3), (0.8, 0.3), 4)],
+    "u": lambda: [np.vstack([styles.line((0.2, 0.05), (0.2, 0.6)), styles.arc(0.5, 0.6, 0.3, 0.35, 180, 0, 12)]),
+                  styles.line((0.8, 0.05), (0.85, 1))],
+    "v": lambda: [np.array([[0.1, 0.05], [0.5, 1], [0.9, 0.05]], np.float32)],
+    "w": lambda: [np.array([[0, 0.05], [0.25, 1], [0.5, 0.35], [0.75, 1], [1, 0.05]], np.float32)],
+    "x": lambda: [styles.line((0.1, 0.05), (0.9, 1)), styles.line((0.9, 0.05), (0.1, 1))],
+    "y": lambda: [styles.line((0.1, 0), (0.5, 0.55)), styles.line((0.9, 0), (0.3, 1))],
+    "f": lambda: [np.vstack([styles.arc(0.6, 0.2, 0.2, 0.2, 0, -180, 10), styles.line((0.4, 0.2), (0.4, 1))]),
+                  styles.line((0.15, 0.45), (0.7, 0.45), 4)],
+}
+
+
+def pen_letter_ink(rng: np.random.Generator) -> np.ndarray:
+    """A lowercase letter drawn by hand as pen strokes. Not a training family: it tracks the held-out lowercase
+    letters (which are rendered from fonts) on the validation side, through a generator no family uses."""
+    return hand_drawn(PEN_LETTERS[rng.choice(list(PEN_LETTERS))](), rng)
+
+
+def ring_picture_ink(rng: np.random.Generator) -> np.ndarray:
+    """A round outline with marks inside or around it (`ring_picture_strokes`), drawn by hand. Not a training
+    family: it tracks the held-out doodles on the validation side."""
+    return hand_drawn(ring_picture_strokes(rng), rng, pen=(0.03, 0.08))
+
+
+def ring_picture_strokes(rng: np.random.Generator) -> list[np.ndarray]:
+    """A round outline with details (`picture_details`): a face, a sun, a flower, made up anew each time."""
+    r = 0.3
+    return [styles.arc(0.5, 0.5, r, r * rng.uniform(0.8, 1.25), 0, 360, 32), *picture_details(rng, r, reach=0.55)]
+
+
+def framed_picture_ink(rng: np.random.Generator) -> np.ndarray:
+    """An outline of three or four corners (a box, a triangle, a diamond) with details (`picture_details`), drawn
+    by hand: a picture is an outline and what is drawn in or around it. A candidate training family, with corners
+    only, so that the round pictures of validation measure whether the idea carries over."""
+    r, corners, turn = 0.3, int(rng.integers(3, 5)), rng.uniform(0, 2 * np.pi)
+    angles = turn + 2 * np.pi * np.arange(corners) / corners
+    outline = np.stack([0.5 + r * np.cos(angles), 0.5 + r * np.sin(angles)], 1) * rng.uniform(0.85, 1.15, (corners, 1))
+    outline = np.vstack([outline, outline[:1]]).astype(np.float32)
+    # The inside of a triangle is narrower than a box's.
+    return hand_drawn([outline, *picture_details(rng, r, reach=0.3 if corners == 3 else 0.45)], rng, pen=(0.03, 0.08))
+
+
+def picture_details(rng: np.random.Generator, r: float, reach: float) -> list[np.ndarray]:
+    """Two to five marks (dots, dashes, small rings, little arcs) inside an outline of radius `r` around the unit
+    box's centre, within `reach` of `r`, or four to nine around it (rays, petals). Never a single mark inside,
+    which is how some people write a 0."""
+    cx, cy = 0.5, 0.5
+    strokes = []
+    if rng.random() < 0.6:
+        for _ in range(int(rng.integers(2, 6))):
+            x, y = cx + rng.uniform(-reach, reach) * r, cy + rng.uniform(-reach, reach) * r
+            s = rng.uniform(0.1, 0.3) * r
+            kind = rng.choice(["dot", "dash", "ring", "arc"])
+            if kind == "dot":
+                strokes.append(styles.arc(x, y, 0.015, 0.015, 0, 360, 6))
+            elif kind == "dash":
+                a = rng.uniform(0, np.pi)
+                strokes.append(styles.line((x - s * np.cos(a), y - s * np.sin(a)), (x + s * np.cos(a), y + s * np.sin(a)), 3))
+            elif kind == "ring":
+                strokes.append(styles.arc(x, y, s, s, 0, 360, 10))
+            else:
+                start = rng.uniform(0, 360)
+                strokes.append(styles.arc(x, y, 2 * s, 1.5 * s, start, start + rng.uniform(90, 180), 8))
+    else:
+        petals = rng.random() < 0.5
+        for a in np.linspace(0, 2 * np.pi, int(rng.integers(4, 10)), endpoint=False) + rng.uniform(0, 1):
+            inner, outer = r * 1.2, r * rng.uniform(1.5, 1.9)
+            if petals:
+                mid = (inner + outer) / 2
+                strokes.append(styles.arc(cx + mid * np.cos(a), cy + mid * np.sin(a), (outer - inner) / 2,
+                                          (outer - inner) / 2, 0, 360, 10))
+            else:
+                strokes.append(styles.line((cx + inner * np.cos(a), cy + inner * np.sin(a)),
+                                           (cx + outer * np.cos(a), cy + outer * np.sin(a)), 3))
+    return strokes
+
+
 # Families as generators of ink maps; those that redraw digits take the MNIST training images they may use.
 Family = Callable[[np.random.Generator, np.ndarray], np.ndarray]
 TRAINING_FAMILIES: dict[str, Family] = {
@@ -284,6 +380,7 @@ TRAINING_FAMILIES: dict[str, Family] = {
 # (docs/experiments/not-a-digit.md#letters-of-other-alphabets-tried-not-adopted).
 OPTIONAL_FAMILIES: dict[str, Family] = {
     "other alphabets": lambda rng, _: glyph_ink(OTHER_ALPHABETS, rng),
+    "framed pictures": lambda rng, _: framed_picture_ink(rng),
 }
 HELD_OUT_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "lowercase letters": lambda rng: glyph_ink(LOWERCASE, rng),
@@ -291,7 +388,11 @@ HELD_OUT_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "silhouettes": silhouette_ink,
 }
 # Non-digits that choose models on the validation side (benchmarks/operating_point.py), never trained on.
-VALIDATION_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {"filled blobs": blob_ink}
+VALIDATION_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
+    "filled blobs": blob_ink,
+    "pen letters": pen_letter_ink,
+    "ring pictures": ring_picture_ink,
+}
 
 
 def family_canvases(make: Callable[[np.random.Generator], np.ndarray], n: int, seed: int) -> list[bytes]:
