@@ -166,7 +166,9 @@ def test_filled_blobs_are_solid_shapes_not_bars():
 
 def test_pen_letters_are_lowercase_letters_that_are_not_digits_in_disguise():
     assert set(negatives.PEN_LETTERS) <= set(negatives.LOWERCASE)
-    for letter, strokes in negatives.PEN_LETTERS.items():
+    # The capitals a recipe may train on are none whose lowercase form has the same shape.
+    assert set(negatives.PEN_CAPITALS) <= set(negatives.UPPERCASE) - set("CKUVWXY")
+    for letter, strokes in (negatives.PEN_LETTERS | negatives.PEN_CAPITALS).items():
         points = np.concatenate(strokes())
         assert points.min() >= -0.05 and points.max() <= 1.05, letter  # drawn in the unit box
     drawn = [negatives.pen_letter_ink(np.random.default_rng(seed)) for seed in range(10)]

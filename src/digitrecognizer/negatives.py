@@ -298,6 +298,29 @@ PEN_LETTERS: dict[str, Callable[[], list[np.ndarray]]] = {
                   styles.line((0.15, 0.45), (0.7, 0.45), 4)],
 }
 
+# Capitals as pen strokes, for training: those whose lowercase form has the same shape (C K U V W X Y: that is the
+# pen-letter validation family) are left out, as are the digits in disguise.
+PEN_CAPITALS: dict[str, Callable[[], list[np.ndarray]]] = {
+    "A": lambda: [np.array([[0.05, 1], [0.5, 0], [0.95, 1]], np.float32), styles.line((0.25, 0.6), (0.75, 0.6), 4)],
+    "E": lambda: [np.array([[0.85, 0], [0.15, 0], [0.15, 1], [0.85, 1]], np.float32),
+                  styles.line((0.15, 0.5), (0.7, 0.5), 4)],
+    "F": lambda: [np.array([[0.85, 0], [0.2, 0], [0.2, 1]], np.float32), styles.line((0.2, 0.45), (0.7, 0.45), 4)],
+    "H": lambda: [styles.line((0.15, 0), (0.15, 1)), styles.line((0.85, 0), (0.85, 1)),
+                  styles.line((0.15, 0.5), (0.85, 0.5), 4)],
+    "J": lambda: [np.vstack([styles.line((0.7, 0), (0.7, 0.7)), styles.arc(0.45, 0.7, 0.25, 0.3, 0, 160, 10)]),
+                  styles.line((0.4, 0), (0.95, 0), 4)],
+    "L": lambda: [np.array([[0.2, 0], [0.2, 1], [0.85, 1]], np.float32)],
+    "M": lambda: [np.array([[0.05, 1], [0.1, 0], [0.5, 0.6], [0.9, 0], [0.95, 1]], np.float32)],
+    "N": lambda: [np.array([[0.15, 1], [0.15, 0], [0.85, 1], [0.85, 0]], np.float32)],
+    "P": lambda: [styles.line((0.2, 0), (0.2, 1)),
+                  np.vstack([styles.line((0.2, 0), (0.55, 0), 3), styles.arc(0.55, 0.25, 0.3, 0.25, -90, 90, 10),
+                             styles.line((0.55, 0.5), (0.2, 0.5), 3)])],
+    "R": lambda: [styles.line((0.2, 0), (0.2, 1)),
+                  np.vstack([styles.line((0.2, 0), (0.55, 0), 3), styles.arc(0.55, 0.25, 0.3, 0.25, -90, 90, 10),
+                             np.array([[0.55, 0.5], [0.2, 0.5], [0.85, 1]], np.float32)])],
+    "T": lambda: [styles.line((0.05, 0), (0.95, 0)), styles.line((0.5, 0), (0.5, 1))],
+}
+
 
 def pen_letter_ink(rng: np.random.Generator) -> np.ndarray:
     """A lowercase letter drawn by hand as pen strokes. Not a training family: it tracks the held-out lowercase
@@ -381,6 +404,7 @@ TRAINING_FAMILIES: dict[str, Family] = {
 OPTIONAL_FAMILIES: dict[str, Family] = {
     "other alphabets": lambda rng, _: glyph_ink(OTHER_ALPHABETS, rng),
     "framed pictures": lambda rng, _: framed_picture_ink(rng),
+    "pen capitals": lambda rng, _: hand_drawn(PEN_CAPITALS[rng.choice(list(PEN_CAPITALS))](), rng),
 }
 HELD_OUT_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "lowercase letters": lambda rng: glyph_ink(LOWERCASE, rng),
