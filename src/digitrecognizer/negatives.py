@@ -399,8 +399,8 @@ TRAINING_FAMILIES: dict[str, Family] = {
     "squeezed digits": lambda rng, mnist: squeezed_digits_ink(mnist, rng),
     "scratched digits": lambda rng, mnist: scratched_digit_ink(mnist, rng),
 }
-# Families a recipe may add (`CorpusConfig.extra_families`); tried, and in no preset
-# (docs/experiments/not-a-digit.md#letters-of-other-alphabets-tried-not-adopted).
+# Families a recipe may add (`CorpusConfig.extra_families`), in no preset; the experiments with them are in
+# docs/experiments/not-a-digit.md.
 OPTIONAL_FAMILIES: dict[str, Family] = {
     "other alphabets": lambda rng, _: glyph_ink(OTHER_ALPHABETS, rng),
     "framed pictures": lambda rng, _: framed_picture_ink(rng),
