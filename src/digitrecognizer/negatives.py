@@ -1,5 +1,6 @@
-"""Things people draw that are not digits, in families: those the model learns to refuse, and those held out to
-measure whether it learned the idea "not a digit" rather than a list (numpy, Pillow, fontTools)."""
+"""Things people draw that are not digits, in families: those the model learns to refuse, those that choose models
+on validation, and those held out to measure whether it learned the idea "not a digit" rather than a list (numpy,
+Pillow, fontTools)."""
 
 from __future__ import annotations
 
@@ -253,6 +254,9 @@ def silhouette_ink(rng: np.random.Generator) -> np.ndarray:
         draw.arc([x0 + 0.3 * side * w, y0, x0 + 0.7 * side * w, y0 + 0.6 * side], 180, 360, fill=255,
                  width=max(2, int(0.05 * side)))
     return np.asarray(image, np.float32) / 255
+
+
+# -- validation families (never trained on) and candidate training families ------------------------
 
 
 def blob_ink(rng: np.random.Generator) -> np.ndarray:
