@@ -10,8 +10,8 @@ in each of the four canvas styles (the drawings of `robustness.py --split valida
 non-digits (seeds 1 and 99), and the validation families of `negatives.VALIDATION_FAMILIES` (filled blobs, which
 the rendered non-digits lack; lowercase letters drawn as pen strokes; round outlines with marks inside or around).
 A refused digit counts as an error, as for the person who drew it. Each level also prints how far each style's
-drawn accuracy falls below clean validation accuracy (the target is at most 0.3 points in every style). This is where `notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is
-not read. `--shares` splits the refusals between the not-a-digit output, the confidence and the novelty otherwise
+drawn accuracy falls below clean validation accuracy (the target is at most 0.3 points in every style). This is
+where `notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is not read. `--shares` splits the refusals between the not-a-digit output, the confidence and the novelty otherwise
 than the export does (`notdigit.SHARES_WITH_OUTPUT`), one line per split.
 
 Preprocessing does not depend on the model, so every drawing is preprocessed once and all models are

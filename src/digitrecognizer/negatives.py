@@ -326,10 +326,15 @@ PEN_CAPITALS: dict[str, Callable[[], list[np.ndarray]]] = {
 }
 
 
+def written_letter_ink(letters: dict[str, Callable[[], list[np.ndarray]]], rng: np.random.Generator) -> np.ndarray:
+    """One of `letters` (pen strokes in the unit box) written by hand."""
+    return hand_drawn(letters[rng.choice(list(letters))](), rng)
+
+
 def pen_letter_ink(rng: np.random.Generator) -> np.ndarray:
     """A lowercase letter drawn by hand as pen strokes. Not a training family: it tracks the held-out lowercase
     letters (which are rendered from fonts) on the validation side, through a generator no family uses."""
-    return hand_drawn(PEN_LETTERS[rng.choice(list(PEN_LETTERS))](), rng)
+    return written_letter_ink(PEN_LETTERS, rng)
 
 
 def ring_picture_ink(rng: np.random.Generator) -> np.ndarray:
@@ -408,7 +413,7 @@ TRAINING_FAMILIES: dict[str, Family] = {
 OPTIONAL_FAMILIES: dict[str, Family] = {
     "other alphabets": lambda rng, _: glyph_ink(OTHER_ALPHABETS, rng),
     "framed pictures": lambda rng, _: framed_picture_ink(rng),
-    "pen capitals": lambda rng, _: hand_drawn(PEN_CAPITALS[rng.choice(list(PEN_CAPITALS))](), rng),
+    "pen capitals": lambda rng, _: written_letter_ink(PEN_CAPITALS, rng),
 }
 HELD_OUT_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "lowercase letters": lambda rng: glyph_ink(LOWERCASE, rng),
