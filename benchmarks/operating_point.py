@@ -4,15 +4,16 @@
                                          [--shares OUTPUT,CONFIDENCE,NOVELTY ...] [--acceptance LEVEL ...]
 
 For each model and each acceptance level, the two thresholds are fitted exactly as the export fits them
-(`notdigit.fit_inputs` and `notdigit.fit_thresholds`: the same 6,000 clean and 1,200 drawn validation digits,
-the refusals shared between the signals), then measured on what they were not fitted on: all 6,000 validation digits drawn
-in each of the four canvas styles (the drawings of `robustness.py --split validation`), rendered
-non-digits (seeds 1 and 99), and the validation families of `negatives.VALIDATION_FAMILIES` (filled blobs, which
-the rendered non-digits lack; lowercase letters drawn as pen strokes; round outlines with marks inside or around).
-A refused digit counts as an error, as for the person who drew it. Each level also prints how far each style's
-drawn accuracy falls below clean validation accuracy (the target is at most 0.3 points in every style). This is
-where `notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is not read. `--shares` splits the refusals between the not-a-digit output, the confidence and the novelty otherwise
-than the export does (`notdigit.SHARES_WITH_OUTPUT`), one line per split.
+(`notdigit.fit_inputs` and `notdigit.fit_thresholds`: the same 6,000 clean and 1,200 drawn validation digits, the
+refusals shared between the signals), then measured on what they were not fitted on: all 6,000 validation digits
+drawn in each of the four canvas styles (the drawings of `robustness.py --split validation`), rendered non-digits
+(seeds 1 and 99), and the validation families of `negatives.VALIDATION_FAMILIES` (filled blobs, which the rendered
+non-digits lack; lowercase letters drawn as pen strokes; round outlines with marks inside or around). A refused
+digit counts as an error, as for the person who drew it. Each level also prints how far each style's drawn accuracy
+falls below clean validation accuracy (the target is at most 0.3 points in every style). This is where
+`notdigit.TARGET_DIGIT_ACCEPTANCE` is chosen; the test set is not read. `--shares` splits the refusals between the
+not-a-digit output, the confidence and the novelty otherwise than the export does (`notdigit.SHARES_WITH_OUTPUT`),
+one line per split.
 
 Preprocessing does not depend on the model, so every drawing is preprocessed once and all models are
 measured on the same inputs.

@@ -337,10 +337,14 @@ def pen_letter_ink(rng: np.random.Generator) -> np.ndarray:
     return written_letter_ink(PEN_LETTERS, rng)
 
 
+# Pictures are drawn with a finer pen than letters (a share of the drawing's size): their details are small marks.
+PICTURE_PEN = (0.03, 0.08)
+
+
 def ring_picture_ink(rng: np.random.Generator) -> np.ndarray:
     """A round outline with marks inside or around it (`ring_picture_strokes`), drawn by hand. Not a training
     family: it tracks the held-out doodles on the validation side."""
-    return hand_drawn(ring_picture_strokes(rng), rng, pen=(0.03, 0.08))
+    return hand_drawn(ring_picture_strokes(rng), rng, pen=PICTURE_PEN)
 
 
 def ring_picture_strokes(rng: np.random.Generator) -> list[np.ndarray]:
@@ -358,14 +362,15 @@ def framed_picture_ink(rng: np.random.Generator) -> np.ndarray:
     outline = np.stack([0.5 + r * np.cos(angles), 0.5 + r * np.sin(angles)], 1) * rng.uniform(0.85, 1.15, (corners, 1))
     outline = np.vstack([outline, outline[:1]]).astype(np.float32)
     # The inside of a triangle is narrower than a box's.
-    return hand_drawn([outline, *picture_details(rng, r, reach=0.3 if corners == 3 else 0.45)], rng, pen=(0.03, 0.08))
+    details = picture_details(rng, r, reach=0.3 if corners == 3 else 0.45)
+    return hand_drawn([outline, *details], rng, pen=PICTURE_PEN)
 
 
 def round_picture_ink(rng: np.random.Generator) -> np.ndarray:
     """A round outline with details (`round_picture_strokes`), drawn by hand. A candidate training family; its
     outlines vary more than the ring pictures' of validation, which it also teaches, so with it in training those
     no longer measure how the idea carries over."""
-    return hand_drawn(round_picture_strokes(rng), rng, pen=(0.03, 0.08))
+    return hand_drawn(round_picture_strokes(rng), rng, pen=PICTURE_PEN)
 
 
 def round_picture_strokes(rng: np.random.Generator) -> list[np.ndarray]:
