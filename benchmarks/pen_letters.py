@@ -4,8 +4,9 @@ is read as when it is not.
     python benchmarks/pen_letters.py [--model DIR ...] [--per-letter 120] [--name NAME]
 
 Each letter of `negatives.PEN_LETTERS` is written by hand (`negatives.hand_drawn`) on canvases in the four canvas
-styles and read through `Recognizer.predict_many` at the model's own thresholds. A validation family, so this is
-for choosing; the held-out lowercase letters (font glyphs) are in benchmarks/refusal.py.
+styles and read through `Recognizer.predict_many` at the model's own thresholds. Each letter has its own seeds, so
+these are not the drawings `operating_point.py` scores. A validation family, so this is for choosing; the held-out
+lowercase letters (font glyphs) are in benchmarks/refusal.py.
 Results: benchmarks/results/pen_letters_NAME.{json,txt} (NAME: the models' versions joined, or --name).
 """
 
