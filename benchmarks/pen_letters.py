@@ -43,7 +43,8 @@ def main() -> None:
     recognizers = [Recognizer(model) for model in args.model or [None]]
     canvases = {letter: letter_canvases(i, strokes, args.per_letter)
                 for i, (letter, strokes) in enumerate(negatives.PEN_LETTERS.items())}
-    result = {rec.version: {letter: read_letter(rec, pngs) for letter, pngs in canvases.items()} for rec in recognizers}
+    result = {rec.version: {letter: read_letter(rec, pngs) for letter, pngs in canvases.items()}
+              for rec in recognizers}
 
     lines = [f"pen letters, {args.per_letter} each, refused (most frequent digit read when accepted)",
              "letter  " + "  ".join(f"{version:>30s}" for version in result)]
