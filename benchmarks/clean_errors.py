@@ -40,14 +40,15 @@ def main() -> None:
     for version, wrong in misread.items():
         by_digit = Counter(int(val.labels[i]) for i in wrong)
         lines.append(f"{version}: {len(wrong)}  " + " ".join(f"{d}:{by_digit[d]}" for d in range(10)))
+    sets = {version: set(wrong) for version, wrong in misread.items()}
     pairs = {}
-    for a, b in combinations(misread, 2):
-        shared = set(misread[a]) & set(misread[b])
-        pairs[f"{a} {b}"] = {"shared": len(shared), "only_first": len(misread[a]) - len(shared),
-                             "only_second": len(misread[b]) - len(shared)}
-        lines.append(f"{a} and {b}: {len(shared)} shared, {len(misread[a]) - len(shared)} and "
-                     f"{len(misread[b]) - len(shared)} of their own")
-    in_all = set.intersection(*(set(wrong) for wrong in misread.values()))
+    for a, b in combinations(sets, 2):
+        pair = {"shared": len(sets[a] & sets[b]), "only_first": len(sets[a] - sets[b]),
+                "only_second": len(sets[b] - sets[a])}
+        pairs[f"{a} {b}"] = pair
+        lines.append(f"{a} and {b}: {pair['shared']} shared, "
+                     f"{pair['only_first']} and {pair['only_second']} of their own")
+    in_all = set.intersection(*sets.values())
     lines.append(f"misread by all {len(misread)}: {len(in_all)}")
     result = {"validation_digits": len(val), "misread": misread, "pairs": pairs, "misread_by_all": len(in_all)}
     record.save(f"clean_errors_{args.name or '_'.join(misread)}", result, lines)
