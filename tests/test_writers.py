@@ -176,6 +176,19 @@ def test_pen_letters_are_lowercase_letters_that_are_not_digits_in_disguise():
     assert not np.array_equal(drawn[0], drawn[1])
 
 
+def test_stroke_letters_are_pen_strokes_of_letters_that_are_not_digits_in_disguise():
+    for font in negatives.STROKE_FONTS:
+        for letter in negatives.UPPERCASE + negatives.LOWERCASE:
+            points = np.concatenate(negatives.stroke_glyph(font, letter))
+            assert points.min() >= -1e-6 and points.max() <= 1 + 1e-6, (font, letter)  # in the unit box
+            assert np.isclose(np.ptp(points, 0).max(), 1), (font, letter)  # its longer side fills it
+    # The script hand is not the sans hand: the same letter is drawn differently.
+    assert not np.array_equal(np.concatenate(negatives.stroke_glyph("futural", "a")),
+                              np.concatenate(negatives.stroke_glyph("scripts", "a")))
+    drawn = [negatives.stroke_letter_ink(np.random.default_rng(seed)) for seed in range(10)]
+    assert all(ink.shape == (negatives.CANVAS_PX,) * 2 and ink.max() > 0.9 for ink in drawn)
+
+
 def test_pictures_never_have_a_single_mark_which_is_how_some_people_write_a_zero():
     for seed in range(200):
         assert len(negatives.picture_details(np.random.default_rng(seed), 0.3, reach=0.5)) >= 2

@@ -337,6 +337,33 @@ def pen_letter_ink(rng: np.random.Generator) -> np.ndarray:
     return written_letter_ink(PEN_LETTERS, rng)
 
 
+# Single-stroke fonts of the Hershey collection (the Hershey-Fonts package, in the train extra): a sans, a roman, a
+# script and a cursive hand, each letter one or a few pen strokes, as people write them.
+STROKE_FONTS = ("futural", "rowmans", "scripts", "cursive")
+
+
+@functools.cache
+def stroke_glyph(font: str, char: str) -> tuple[np.ndarray, ...]:
+    """`char` of a single-stroke font as pen strokes, centred in the unit box (y down), its longer side 1."""
+    from HersheyFonts import HersheyFonts  # in the train extra: only training draws these letters
+
+    hershey = HersheyFonts()
+    hershey.load_default_font(font)
+    strokes = [np.array(list(stroke), np.float32) for stroke in hershey.strokes_for_text(char)]
+    points = np.concatenate(strokes)
+    low, high = points.min(0), points.max(0)
+    return tuple((s - (low + high) / 2) / max(high - low) + 0.5 for s in strokes)
+
+
+def stroke_letter_ink(rng: np.random.Generator) -> np.ndarray:
+    """A letter of UPPERCASE or LOWERCASE from a single-stroke font, written by hand (`hand_drawn`). A candidate
+    training family: with it, the held-out lowercase letters are letters trained on in another hand (font glyphs
+    against pen strokes), and the pen letters of validation come from another generator of strokes."""
+    chars = UPPERCASE + LOWERCASE
+    char, font = chars[rng.integers(len(chars))], STROKE_FONTS[rng.integers(len(STROKE_FONTS))]
+    return hand_drawn(list(stroke_glyph(font, char)), rng)
+
+
 # Pictures are drawn with a finer pen than letters (a share of the drawing's size): their details are small marks.
 PICTURE_PEN = (0.03, 0.08)
 
@@ -438,6 +465,7 @@ OPTIONAL_FAMILIES: dict[str, Family] = {
     "framed pictures": lambda rng, _: framed_picture_ink(rng),
     "pen capitals": lambda rng, _: written_letter_ink(PEN_CAPITALS, rng),
     "round pictures": lambda rng, _: round_picture_ink(rng),
+    "stroke letters": lambda rng, _: stroke_letter_ink(rng),
 }
 HELD_OUT_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "lowercase letters": lambda rng: glyph_ink(LOWERCASE, rng),
