@@ -343,13 +343,18 @@ STROKE_FONTS = ("futural", "rowmans", "scripts", "cursive")
 
 
 @functools.cache
-def stroke_glyph(font: str, char: str) -> tuple[np.ndarray, ...]:
-    """`char` of a single-stroke font as pen strokes, centred in the unit box (y down), its longer side 1."""
+def _stroke_font(font: str):
     from HersheyFonts import HersheyFonts  # in the train extra: only training draws these letters
 
     hershey = HersheyFonts()
     hershey.load_default_font(font)
-    strokes = [np.array(list(stroke), np.float32) for stroke in hershey.strokes_for_text(char)]
+    return hershey
+
+
+@functools.cache
+def stroke_glyph(font: str, char: str) -> tuple[np.ndarray, ...]:
+    """`char` of a single-stroke font as pen strokes, centred in the unit box (y down), its longer side 1."""
+    strokes = [np.array(list(stroke), np.float32) for stroke in _stroke_font(font).strokes_for_text(char)]
     points = np.concatenate(strokes)
     low, high = points.min(0), points.max(0)
     return tuple((s - (low + high) / 2) / max(high - low) + 0.5 for s in strokes)
