@@ -64,15 +64,10 @@ def main() -> None:
     result = {rec.version: {letter: read_letter(rec, pngs) for letter, pngs in canvases.items()}
               for rec in recognizers}
 
-    lines = [f"{'pen' if args.strokes == 'pen' else 'stroke-font'} letters, {args.per_letter} each, refused (most frequent digit read when accepted)",
-             "letter  " + "  ".join(f"{version:>30s}" for version in result)]
-    for letter in canvases:
-        cells = []
-        for letters in result.values():
-            r = letters[letter]
-            most = next(iter(r["read_as"].items()), None)
-            cells.append(f"{r['refused']:6.1%}" + (f" (as {most[0]}: {most[1]:3d})" if most else " " * 13))
-        lines.append(f"{letter:6s}  " + "  ".join(f"{cell:>30s}" for cell in cells))
+    kind = "pen" if args.strokes == "pen" else "stroke-font"
+    lines = [f"{kind} letters, {args.per_letter} each, refused (most frequent digit read when accepted)",
+             *record.by_model(result, "letter", 6, 30,
+                              lambda r: f"{r['refused']:6.1%}" + record.most_read_as(r["read_as"]))]
     record.save(f"pen_letters_{args.name or '_'.join(result)}", result, lines)
 
 

@@ -53,14 +53,8 @@ def main() -> None:
               for rec in recognizers}
 
     lines = [f"writing styles, {args.per_style} each: read right, refused (most frequent wrong digit)",
-             "style                 " + "  ".join(f"{version:>34s}" for version in result)]
-    for name in canvases:
-        cells = []
-        for by_style in result.values():
-            r = by_style[name]
-            most = next(iter(r["read_as"].items()), None)
-            cells.append(f"{r['right']:6.1%}, {r['refused']:5.1%}" + (f" (as {most[0]}: {most[1]:3d})" if most else " " * 13))
-        lines.append(f"{name:20s}  " + "  ".join(f"{cell:>34s}" for cell in cells))
+             *record.by_model(result, "style", 20, 34,
+                              lambda r: f"{r['right']:6.1%}, {r['refused']:5.1%}" + record.most_read_as(r["read_as"]))]
     mean = {version: float(np.mean([r["right"] for r in by_style.values()])) for version, by_style in result.items()}
     lines.append(f"{'mean':20s}  " + "  ".join(f"{value:>34.1%}" for value in mean.values()))
     record.save(f"writing_styles_{args.name or '_'.join(result)}", {"models": result, "mean_right": mean}, lines)
