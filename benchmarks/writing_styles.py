@@ -20,16 +20,13 @@ from pathlib import Path
 import numpy as np
 
 import record
-from digitrecognizer import Recognizer, styles, synth
+from digitrecognizer import Recognizer, negatives, styles
 
 FIRST_SEED = 700  # style i is drawn from seed FIRST_SEED + i, apart from every family seed of the benchmarks
 
 
 def style_canvases(index: int, name: str, n: int) -> list[bytes]:
-    rng = np.random.default_rng(FIRST_SEED + index)
-    canvas_styles = synth.CANVAS_STYLES
-    return [synth.encode_png(synth.compose(styles.render_style(name, rng), canvas_styles[i % len(canvas_styles)], rng))
-            for i in range(n)]
+    return negatives.family_canvases(lambda rng: styles.render_style(name, rng), n, FIRST_SEED + index)
 
 
 def read_style(rec: Recognizer, digit: int, canvases: list[bytes]) -> dict:
