@@ -30,6 +30,6 @@ def by_model(result: dict[str, dict[str, dict]], label: str, label_width: int, c
 
 
 def most_read_as(read_as: dict[str, int]) -> str:
-    """" (as D: N)" for the digit read most often, or as many spaces."""
+    """The note `(as D: N)` for the digit read most often, after a space; as many spaces when none was read."""
     most = next(iter(read_as.items()), None)
     return f" (as {most[0]}: {most[1]:3d})" if most else " " * 13
