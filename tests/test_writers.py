@@ -189,6 +189,17 @@ def test_stroke_letters_are_pen_strokes_of_letters_that_are_not_digits_in_disgui
     assert all(ink.shape == (negatives.CANVAS_PX,) * 2 and ink.max() > 0.9 for ink in drawn)
 
 
+def test_stroke_symbols_are_signs_and_never_the_letters_or_digits_their_fonts_also_hold():
+    for font, char in negatives.STROKE_SYMBOL_GLYPHS:
+        points = np.concatenate(negatives.stroke_glyph(font, char))
+        assert len(points) >= 2 and np.isclose(np.ptp(points, 0).max(), 1), (font, char)  # drawn, filling the box
+        if font in ("astrology", "meteorology", "music"):  # these hold Latin letters and digits at those characters
+            assert not char.isalnum(), (font, char)
+    assert len(set(negatives.STROKE_SYMBOL_GLYPHS)) == len(negatives.STROKE_SYMBOL_GLYPHS)
+    drawn = [negatives.OPTIONAL_FAMILIES["stroke symbols"](np.random.default_rng(seed), None) for seed in range(10)]
+    assert all(ink.shape == (negatives.CANVAS_PX,) * 2 and ink.max() > 0.9 for ink in drawn)
+
+
 def test_pictures_never_have_a_single_mark_which_is_how_some_people_write_a_zero():
     for seed in range(200):
         assert len(negatives.picture_details(np.random.default_rng(seed), 0.3, reach=0.5)) >= 2

@@ -369,6 +369,28 @@ def stroke_letter_ink(rng: np.random.Generator) -> np.ndarray:
     return hand_drawn(list(stroke_glyph(font, char)), rng)
 
 
+# Signs and pictograms of the Hershey collection's symbol fonts, and Japanese kana and kanji, written as pen
+# strokes: (font, the characters that hold them in it). Left out: digits and letters, single lines, arcs and dots,
+# circles, and every sign a person could take for a digit or a digit for it (a flag on a pole, a cross, ♀ and ☿ (a
+# 9 with a bar), ♃ (a 4), ♋ (69), ♌, ∞, a double bar (11), い (11), し and じ (1), う, ら and ち (5), る and ろ (3),
+# つ, て, と, そ, の, す, よ, わ, ね, 一, 上, 五, 七).
+STROKE_SYMBOLS = {
+    "symbolic": "CDEFGIJKLMNOPQRSTUWXZ[^_`abcdfghlmnop~",
+    "astrology": "!#&/;<=>?@[`{|~",
+    "meteorology": "#$&|",
+    "music": "';?",
+    "japanese": "#$%&'()*+,-.013479:ADEFGHIJNPUVWZ[\\]^_`abcdfloqrs{|}",
+}
+STROKE_SYMBOL_GLYPHS = tuple((font, char) for font, chars in STROKE_SYMBOLS.items() for char in chars)
+
+
+def stroke_symbol_ink(rng: np.random.Generator) -> np.ndarray:
+    """A sign, pictogram or Japanese character of STROKE_SYMBOLS, written by hand (`hand_drawn`). A candidate
+    training family: pictures and signs people draw that are neither digits nor Latin letters."""
+    font, char = STROKE_SYMBOL_GLYPHS[rng.integers(len(STROKE_SYMBOL_GLYPHS))]
+    return hand_drawn(list(stroke_glyph(font, char)), rng)
+
+
 # Pictures are drawn with a finer pen than letters (a share of the drawing's size): their details are small marks.
 PICTURE_PEN = (0.03, 0.08)
 
@@ -471,6 +493,7 @@ OPTIONAL_FAMILIES: dict[str, Family] = {
     "pen capitals": lambda rng, _: written_letter_ink(PEN_CAPITALS, rng),
     "round pictures": lambda rng, _: round_picture_ink(rng),
     "stroke letters": lambda rng, _: stroke_letter_ink(rng),
+    "stroke symbols": lambda rng, _: stroke_symbol_ink(rng),
 }
 HELD_OUT_FAMILIES: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
     "lowercase letters": lambda rng: glyph_ink(LOWERCASE, rng),
