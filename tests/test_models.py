@@ -20,6 +20,14 @@ def test_the_eleven_output_network_has_a_not_a_digit_output():
     assert config["classes"] == 11 and net.eval()(torch.rand(3, 1, 28, 28)).shape == (3, 11)
 
 
+def test_the_second_stage_is_twice_as_wide_as_the_first_unless_given_its_own_width():
+    x = torch.rand(2, 1, 28, 28)
+    for stage2_width, channels in ((None, 16), (12, 12)):
+        net, _ = models.create_model("ours", width=8, stage2_width=stage2_width, hidden=16, padding="valid")
+        assert models.embed(net.eval(), x).shape == (2, channels * 4 * 4)  # valid padding leaves 4x4 maps
+        assert net(x).shape == (2, 10)
+
+
 def test_an_unknown_network_lists_the_known_ones():
     with pytest.raises(ValueError, match="choose one of ours, seed"):
         models.create_model("resnet")

@@ -18,7 +18,10 @@ from .constants import DIGITS, MNIST_MEAN, MNIST_STD
 class OursConfig:
     """A compact VGG-style CNN with batch norm: two 3x3 conv pairs with strided-conv downsampling."""
 
-    width: int = 32  # channels of the first stage; the second stage has 2x
+    width: int = 32  # channels of the first stage
+    # Channels of the second stage; None: twice the first's. Its maps are a sixth of the first stage's area, so
+    # channels there cost less per image than in the first.
+    stage2_width: int | None = None
     hidden: int = 128  # units of the classifier's hidden layer
     dropout: float = 0.25
     # 'same' keeps 28x28 through the first pair of 3x3 convolutions; 'valid' lets them shrink the map
@@ -42,20 +45,21 @@ class OursNet(nn.Module):
         if config.padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', not {config.padding!r}")
         w, pad = config.width, config.padding == "same"
+        w2 = config.stage2_width or 2 * w
         self.features = nn.Sequential(
             _conv_bn(1, w, pad=pad),
             _conv_bn(w, w, pad=pad),
             _conv_bn(w, w, kernel=5, stride=2),  # learned downsampling beats max-pool here (28 -> 14, or 24 -> 12)
             nn.Dropout(config.dropout * 0.5),
-            _conv_bn(w, 2 * w, pad=pad),
-            _conv_bn(2 * w, 2 * w, pad=pad),
-            _conv_bn(2 * w, 2 * w, kernel=5, stride=2),  # 14 -> 7, or 8 -> 4
+            _conv_bn(w, w2, pad=pad),
+            _conv_bn(w2, w2, pad=pad),
+            _conv_bn(w2, w2, kernel=5, stride=2),  # 14 -> 7, or 8 -> 4
             nn.Dropout(config.dropout * 0.5),
         )
         side = 7 if pad else 4
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(2 * w * side * side, config.hidden, bias=False),
+            nn.Linear(w2 * side * side, config.hidden, bias=False),
             nn.BatchNorm1d(config.hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(config.dropout),
