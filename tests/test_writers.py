@@ -189,7 +189,7 @@ def test_stroke_letters_are_pen_strokes_of_letters_that_are_not_digits_in_disgui
     assert all(ink.shape == (negatives.CANVAS_PX,) * 2 and ink.max() > 0.9 for ink in drawn)
 
 
-def test_stroke_symbols_are_signs_and_never_the_letters_or_digits_their_fonts_also_hold():
+def test_stroke_symbols_are_drawn_signs_never_the_letters_or_digits_of_the_fonts_that_hold_both():
     for font, char in negatives.STROKE_SYMBOL_GLYPHS:
         points = np.concatenate(negatives.stroke_glyph(font, char))
         assert len(points) >= 2 and np.isclose(np.ptp(points, 0).max(), 1), (font, char)  # drawn, filling the box

@@ -262,7 +262,7 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="override the preset's batch size (of all processes together)")
     p.add_argument("--lr", type=float, help="override the preset's peak learning rate")
     p.add_argument("--seed", type=int, help="random seed (default: the preset's; 1 for default, 0 for the others)")
-    p.add_argument("--width", type=int, help="override the model's channel width")
+    p.add_argument("--width", type=int, help="override the model's first-stage channel width")
     p.add_argument("--hidden", type=int, help="override the model's hidden units")
     p.add_argument("--limit-train", type=int, help="train on only the first N images (quick checks)")
     p.add_argument("--threads", type=int, help="CPU threads for torch in each process (default: the cores, "

@@ -19,8 +19,8 @@ class OursConfig:
     """A compact VGG-style CNN with batch norm: two 3x3 conv pairs with strided-conv downsampling."""
 
     width: int = 32  # channels of the first stage
-    # Channels of the second stage; None: twice the first's. Its maps are a sixth of the first stage's area, so
-    # channels there cost less per image than in the first.
+    # Channels of the second stage; None: twice the first's. Its maps have a quarter ('same') to a ninth ('valid')
+    # of the first stage's area, so channels there cost less per image than in the first.
     stage2_width: int | None = None
     hidden: int = 128  # units of the classifier's hidden layer
     dropout: float = 0.25
@@ -45,7 +45,7 @@ class OursNet(nn.Module):
         if config.padding not in ("same", "valid"):
             raise ValueError(f"padding must be 'same' or 'valid', not {config.padding!r}")
         w, pad = config.width, config.padding == "same"
-        w2 = config.stage2_width or 2 * w
+        w2 = 2 * w if config.stage2_width is None else config.stage2_width
         self.features = nn.Sequential(
             _conv_bn(1, w, pad=pad),
             _conv_bn(w, w, pad=pad),

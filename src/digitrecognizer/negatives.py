@@ -371,9 +371,10 @@ def stroke_letter_ink(rng: np.random.Generator) -> np.ndarray:
 
 # Signs and pictograms of the Hershey collection's symbol fonts, and Japanese kana and kanji, written as pen
 # strokes: (font, the characters that hold them in it). Left out: digits and letters, single lines, arcs and dots,
-# circles, and every sign a person could take for a digit or a digit for it (a flag on a pole, a cross, ♀ and ☿ (a
-# 9 with a bar), ♃ (a 4), ♋ (69), ♌, ∞, a double bar (11), い (11), し and じ (1), う, ら and ち (5), る and ろ (3),
-# つ, て, と, そ, の, す, よ, わ, ね, 一, 上, 五, 七).
+# circles, and every sign a person could take for a digit or a digit for it: a flag on a pole, a cross, し, じ, 一
+# and 上 (a 1); ♀ and ☿ (a 9 with a bar); ♃ (a 4); ♋ (69); ♌ (a 2); ∞ (an 8); a double bar and い (11); う, ら, ち
+# and 五 (a 5); る and ろ (a 3); and つ, て, と, そ, の, す, よ, わ, ね and 七, whose strokes come close to a 2, 4, 6, 7
+# or 9.
 STROKE_SYMBOLS = {
     "symbolic": "CDEFGIJKLMNOPQRSTUWXZ[^_`abcdfghlmnop~",
     "astrology": "!#&/;<=>?@[`{|~",
