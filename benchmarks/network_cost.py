@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,8 @@ from torch import nn
 import record
 from digitrecognizer import graph, models, recipes
 from digitrecognizer.constants import DIGITS
+from digitrecognizer.recognizer import serving_session
+from speed import timed
 
 SHIPPED = recipes.PRESETS["default"]["model_args"]
 SHAPES = {
@@ -64,9 +65,7 @@ def served_session(net: nn.Module, folder: Path) -> ort.InferenceSession:
     served = graph.ServingGraph(net, torch.randn(DIGITS, features), torch.eye(features))
     path = folder / "model.onnx"
     graph.export_onnx(served, path)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return serving_session(path)
 
 
 def step_ms(net: nn.Module) -> float:
@@ -75,28 +74,25 @@ def step_ms(net: nn.Module) -> float:
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     x = torch.rand(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 11, (128,))
-    times = []
-    for step in range(STEPS + 3):
-        start = time.perf_counter()
+
+    def step() -> None:
         optimizer.zero_grad()
         nn.functional.cross_entropy(net(x), y).backward()
         optimizer.step()
-        if step >= 3:
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+
+    timed(step, 3)  # warm-up
+    return 1000 * statistics.median(timed(step, STEPS))
 
 
 def image_ms(session: ort.InferenceSession) -> float:
     """Median milliseconds of one image through the served graph."""
     image = np.random.default_rng(0).random((1, 1, 28, 28), np.float32)
-    for _ in range(100):
+
+    def run() -> None:
         session.run(None, {"images": image})
-    times = []
-    for _ in range(IMAGES):
-        start = time.perf_counter()
-        session.run(None, {"images": image})
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+
+    timed(run, 100)  # warm-up
+    return 1000 * statistics.median(timed(run, IMAGES))
 
 
 def main() -> None:

@@ -83,6 +83,18 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def serving_session(onnx_path: str | os.PathLike) -> ort.InferenceSession:
+    """The graph at `onnx_path` loaded as the product runs it. One thread per model call: single images are
+    latency-bound, and one intra-op thread avoids thread hand-off costs; a server gets its parallelism from
+    concurrent requests, and `Recognizer(threads=N)` runs that many batches at once (ONNX Runtime releases the GIL).
+    On a shared host that beats intra-op threads, which wait at every operator for the slowest of them
+    (benchmarks/speed.py)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
 class Recognizer:
     """Reads handwritten digits with an exported model; thread-safe (ONNX Runtime sessions are).
 
@@ -104,17 +116,10 @@ class Recognizer:
             model = SHIPPED_GRAPHS[precision]
         self.card: ModelCard
         self.card, onnx_path = load_card(model)
-        options = ort.SessionOptions()
-        # One thread per model call. Single images are latency-bound, and one intra-op thread avoids thread
-        # hand-off costs; a server gets its parallelism from concurrent requests, and `threads` > 1 runs that many
-        # batches at once (ONNX Runtime releases the GIL). On a shared host that beats intra-op threads, which wait
-        # at every operator for the slowest of them (benchmarks/speed.py).
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
         self.threads = max(1, threads or 1)
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx") if self.threads > 1 else None
         try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+            self.session = serving_session(onnx_path)
         except Exception as err:  # onnxruntime raises its own untyped errors for damaged graphs
             raise ModelError(f"{onnx_path}: ONNX Runtime cannot load it ({err})") from err
         self.input_name = self.session.get_inputs()[0].name
