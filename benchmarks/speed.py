@@ -5,7 +5,7 @@
 - single-image model latency, ONNX Runtime vs the same model in PyTorch eager (if torch is installed);
 - the same canvas and batch figures for the int8 graph of the network (the shipped one, or `--int8 DIR`).
 
-    python benchmarks/speed.py --data-dir ../shared/data/mnist [--model DIR] [--int8 DIR] [--compare DIR]
+    python benchmarks/speed.py --data-dir ../shared/data/mnist [--model DIR] [--int8 DIR] [--compare DIR [--pairs N]]
 
 `--compare DIR` also measures another model folder's canvas latency, in rounds alternating with the model's, and
 prints the ratio: the fair way to compare two networks on a shared machine whose speed drifts.
@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--int8", type=Path, help="int8 model folder (default: the shipped int8 graph, with the "
                                                    "shipped float32 one; none with --model)")
     parser.add_argument("--compare", type=Path, help="another model folder to compare canvas latency with")
+    parser.add_argument("--pairs", type=int, default=4, help="alternating rounds for --compare; more of them "
+                                                             "even out a shared machine's drift (default 4)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     test = data.load_split(args.data_dir, "test")
@@ -98,7 +100,7 @@ def main() -> None:
     print(f"predict(280x280 canvas PNG), decode+preprocess+model: {describe(result['predict_canvas_png'])} "
           "(original project: ~40 ms)")
     if args.compare:
-        result["compare"] = compare_canvas_latency(rec, Recognizer(args.compare), canvases)
+        result["compare"] = compare_canvas_latency(rec, Recognizer(args.compare), canvases, args.pairs)
         print(f"predict(canvas PNG) p50 against {result['compare']['other']}: {result['compare']['ratio']:.3f}x "
               f"(alternating rounds: {', '.join(f'{r:.3f}' for r in result['compare']['ratios'])})")
     result["predict_mnist_images_per_s"] = batch_throughput(Recognizer(args.model, threads=2), test.images)
