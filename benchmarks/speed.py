@@ -8,7 +8,8 @@
     python benchmarks/speed.py --data-dir ../shared/data/mnist [--model DIR] [--int8 DIR] [--compare DIR [--pairs N]]
 
 `--compare DIR` also measures another model folder's canvas latency, in rounds alternating with the model's, and
-prints the ratio: the fair way to compare two networks on a shared machine whose speed drifts.
+prints the ratio: the fair way to compare two networks on a shared machine whose speed drifts. `--pairs N` sets
+how many rounds of each (default 4).
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def main() -> None:
                                                              "even out a shared machine's drift (default 4)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
     test = data.load_split(args.data_dir, "test")
     rng = np.random.default_rng(0)
     canvases = [synth.render_digit(test.images[i], rng, "white_on_black") for i in range(300)]
