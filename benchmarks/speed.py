@@ -26,6 +26,7 @@ from digitrecognizer.card import SHIPPED_GRAPHS
 
 
 ROUNDS = 5
+COMPARE_PAIRS = 4  # alternating rounds of each model in --compare, unless --pairs says otherwise
 
 
 def percentiles(samples_s: list[float]) -> dict:
@@ -66,7 +67,8 @@ def describe(latency: dict) -> str:
             f"p50s ranged {spread[0]:.2f}-{spread[-1]:.2f} ms)")
 
 
-def compare_canvas_latency(rec: Recognizer, other: Recognizer, canvases: list[bytes], pairs: int = 4) -> dict:
+def compare_canvas_latency(rec: Recognizer, other: Recognizer, canvases: list[bytes],
+                           pairs: int = COMPARE_PAIRS) -> dict:
     """p50 canvas latency of `rec` over `other`'s, measured in alternating rounds; the median of the ratios."""
     ratios = []
     for _ in range(pairs):
@@ -87,8 +89,8 @@ def main() -> None:
     parser.add_argument("--int8", type=Path, help="int8 model folder (default: the shipped int8 graph, with the "
                                                    "shipped float32 one; none with --model)")
     parser.add_argument("--compare", type=Path, help="another model folder to compare canvas latency with")
-    parser.add_argument("--pairs", type=int, default=4, help="alternating rounds for --compare; more of them "
-                                                             "even out a shared machine's drift (default 4)")
+    parser.add_argument("--pairs", type=int, default=COMPARE_PAIRS, help="alternating rounds for --compare; more "
+                        f"of them even out a shared machine's drift (default {COMPARE_PAIRS})")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     if args.pairs < 1:
