@@ -87,6 +87,9 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"))
 
 
+LUMA_WEIGHTS = tuple(np.float32(w) for w in (0.299, 0.587, 0.114))  # ITU-R BT.601, as Pillow's "L"
+
+
 def _unit_range(array: np.ndarray) -> np.ndarray:
     """Any numeric array -> float32 in [0, 1]: 8-bit or unit ranges kept, anything else stretched."""
     a = array.astype(np.float64)  # float32 would overflow on extreme float64 or int64 input
@@ -123,7 +126,10 @@ def _array_to_luminance(array: np.ndarray) -> np.ndarray:
         a = _unit_range(array)
     if a.ndim == 2:
         return a
-    gray = a[:, :, :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    # Three products and two sums, each rounded once, in this order: a matrix product would hand the sum to BLAS,
+    # whose kernel (and so the last bit) depends on the CPU, and the page's preprocess.js does the same sums.
+    red, green, blue = (a[:, :, channel] * weight for channel, weight in enumerate(LUMA_WEIGHTS))
+    gray = (red + green) + blue
     if a.shape[2] == 4:
         alpha = a[:, :, 3]
         if alpha.min() < 0.98:

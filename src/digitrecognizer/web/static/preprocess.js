@@ -60,25 +60,11 @@ function checkSize(width, height) {
   }
 }
 
-// NumPy hands `rgb @ weights` (float32) to OpenBLAS, whose gemv kernel on an x86-64 CPU with FMA (any server
-// since 2013) computes g*wg, then two fused multiply-adds: identical to NumPy on all 2^24 colours, measured. (On
-// a CPU without FMA, NumPy itself rounds some colours one float32 step apart; only a threshold would notice.)
+// decoding._array_to_luminance's three float32 products and two sums, in its order, each rounded once: identical on
+// every CPU and browser. Each product of two float32 values is exact in a double, and so is each sum: the terms lie
+// in [4e-4, 1] (or are 0), within 29 bits of each other, so f32() is the only rounding.
 function weighted(r, g, b) {
-  return fma32(b, RGB_WEIGHTS[2], fma32(r, RGB_WEIGHTS[0], f32(g * RGB_WEIGHTS[1])));
-}
-
-// a * b + c for float32 values, rounded once. The product is exact in a double (24 + 24 bits); the sum is
-// rounded twice (to double, then to float32), which errs only when the double lands exactly halfway between
-// two float32 values: then the bits the double dropped decide.
-function fma32(a, b, c) {
-  const p = a * b, s = p + c;
-  const r = f32(s);
-  if (r === s) return r;
-  const half = s - r, other = s + half;
-  if (f32(other) !== other) return r;                 // not halfway: rounding s is rounding the exact sum
-  const t = s - p, dropped = (p - (s - t)) + (c - t);  // Knuth's two-sum: the exact sum is s + dropped
-  if (dropped === 0) return r;                         // truly halfway: fround already rounded to even
-  return (dropped > 0) === (half > 0) ? other : r;
+  return f32(f32(f32(r * RGB_WEIGHTS[0]) + f32(g * RGB_WEIGHTS[1])) + f32(b * RGB_WEIGHTS[2]));
 }
 
 // --- Ink (preprocess._ink_and_box) --------------------------------------------------------------
