@@ -9,7 +9,7 @@
 
 `--compare DIR` also measures another model folder's canvas latency, in rounds alternating with the model's, and
 prints the ratio: the fair way to compare two networks on a shared machine whose speed drifts. `--pairs N` sets
-how many rounds of each (default 4).
+how many rounds of each.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # each extra decoder is extra attack surface for no user benefit.
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")
 WORK_MAX_SIDE_PX = 512  # ink finding needs no more resolution than this; the model sees 20 px
+LUMA_WEIGHTS = tuple(np.float32(w) for w in (0.299, 0.587, 0.114))  # ITU-R BT.601, as Pillow's "L"
 
 
 class PreprocessError(ValueError):
@@ -85,9 +86,6 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I", "F"):
         return np.asarray(image, dtype=np.float32)
     return np.asarray(image.convert("L"))
-
-
-LUMA_WEIGHTS = tuple(np.float32(w) for w in (0.299, 0.587, 0.114))  # ITU-R BT.601, as Pillow's "L"
 
 
 def _unit_range(array: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ const STROKE_RATIO_RANGE = [0.06, 0.19];
 const STROKE_RATIO_TARGET = 0.12;
 const OTSU_BINS = 64;
 const ONE_255TH = f32(1 / 255);         // NumPy: uint8 * np.float32(1 / 255)
-const RGB_WEIGHTS = [0.299, 0.587, 0.114].map(f32);
+const LUMA_WEIGHTS = [0.299, 0.587, 0.114].map(f32);  // decoding.LUMA_WEIGHTS
 
 // --- Luminance (decoding.decode, _array_to_luminance) -------------------------------------------
 
@@ -64,7 +64,7 @@ function checkSize(width, height) {
 // every CPU and browser. Each product of two float32 values is exact in a double, and so is each sum: the terms lie
 // in [4e-4, 1] (or are 0), within 29 bits of each other, so f32() is the only rounding.
 function weighted(r, g, b) {
-  return f32(f32(f32(r * RGB_WEIGHTS[0]) + f32(g * RGB_WEIGHTS[1])) + f32(b * RGB_WEIGHTS[2]));
+  return f32(f32(f32(r * LUMA_WEIGHTS[0]) + f32(g * LUMA_WEIGHTS[1])) + f32(b * LUMA_WEIGHTS[2]));
 }
 
 // --- Ink (preprocess._ink_and_box) --------------------------------------------------------------
